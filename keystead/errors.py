@@ -1,0 +1,111 @@
+"""keystead's one error tree.
+
+Every error keystead raises on purpose derives from :class:`KeysteadError`.
+The command line maps each family to a one-line message and an exit code
+(``exit_code``), listed in docs/cli.md::
+
+    KeysteadError                    1  anything else that went wrong
+    ├── InputError                   2  a bad argument: secret name, date, flag value
+    ├── ConfigError                  3  keystead.toml missing, unreadable or invalid
+    ├── NotFoundError                4  no such secret, key or key version
+    ├── FormatError                  5  an envelope that cannot be parsed
+    │   └── UnsupportedVersion       5  an envelope format version this reader does not know
+    ├── ProviderError                6  a KMS provider refused or failed
+    │   ├── DecryptError             6  deliberately says nothing about why
+    │   ├── KeyFileError             6  local key file missing, unsafe mode, unreadable
+    │   └── UnknownReference         6  a key reference of no known form
+    ├── StoreError                   7  the vault store failed (I/O, locked, disk full)
+    ├── RotationError                8  rotation state database or state machine
+    │   └── RotationBusy             8  another worker holds the key's rotation lock
+    ├── AuditError                   9  the audit log's hash chain is broken
+    └── PolicyError                 10  an IAM spec or policy document is invalid
+
+Lower-level errors (OSError, sqlite3, SQLAlchemy, botocore) are translated into
+the most specific family with ``raise ... from``; the original stays on
+``__cause__`` for ``--debug``.
+"""
+
+from __future__ import annotations
+
+
+class KeysteadError(Exception):
+    """Base of every error keystead raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(KeysteadError):
+    exit_code = 2
+
+
+class ConfigError(KeysteadError):
+    exit_code = 3
+
+
+class NotFoundError(KeysteadError):
+    exit_code = 4
+
+
+class FormatError(KeysteadError):
+    exit_code = 5
+
+
+class UnsupportedVersion(FormatError):
+    pass
+
+
+class ProviderError(KeysteadError):
+    exit_code = 6
+
+
+class DecryptError(ProviderError):
+    """Opening failed. On purpose it does not say whether the key, the data
+    key, the name binding or the ciphertext was wrong."""
+
+    def __init__(self, message: str = "decryption failed") -> None:
+        super().__init__(message)
+
+
+class KeyFileError(ProviderError):
+    pass
+
+
+class UnknownReference(ProviderError):
+    pass
+
+
+class StoreError(KeysteadError):
+    exit_code = 7
+
+
+class RotationError(KeysteadError):
+    exit_code = 8
+
+
+class RotationBusy(RotationError):
+    pass
+
+
+class AuditError(KeysteadError):
+    exit_code = 9
+
+
+class PolicyError(KeysteadError):
+    exit_code = 10
+
+
+EXIT_CODES: dict[str, int] = {
+    cls.__name__: cls.exit_code
+    for cls in (
+        KeysteadError,
+        InputError,
+        ConfigError,
+        NotFoundError,
+        FormatError,
+        ProviderError,
+        StoreError,
+        RotationError,
+        AuditError,
+        PolicyError,
+    )
+}
