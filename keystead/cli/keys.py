@@ -1,0 +1,117 @@
+"""`keystead keys ...`: list, show and create keys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import click
+from rich.table import Table
+
+from keystead.cli.app import App, console, err_console, json_option, pass_app, print_json
+from keystead.config import KeyConfig
+from keystead.envelope import check_name
+from keystead.errors import InputError, NotFoundError
+from keystead.providers import KeyInfo
+
+
+@click.group()
+def keys() -> None:
+    """List, show and create keys."""
+
+
+def _summary(kc: KeyConfig, info: KeyInfo | None, error: str | None) -> dict:
+    row = {"name": kc.name, "ref": kc.ref, "rotation_period_days": kc.rotation_period_days}
+    if info is not None:
+        row.update(
+            provider=info.provider,
+            primary=info.primary,
+            versions=[{"id": v.id, "state": v.state, "created_at": v.created_at.isoformat()} for v in info.versions],
+            last_rotated=info.last_rotated.isoformat(),
+            next_due=(info.last_rotated + timedelta(days=kc.rotation_period_days)).isoformat()
+            if info.rotates_in_place
+            else None,
+        )
+    if error is not None:
+        row["error"] = error
+    return row
+
+
+def _describe_all(app: App) -> list[dict]:
+    vault = app.vault
+    rows = []
+    for kc in app.config.keys.values():
+        if kc.name in vault.key_errors:
+            rows.append(_summary(kc, None, str(vault.key_errors[kc.name])))
+            continue
+        try:
+            rows.append(_summary(kc, vault.keys[kc.name].describe(), None))
+        except Exception as exc:  # noqa: BLE001 - one broken key must not hide the others
+            rows.append(_summary(kc, None, str(exc)))
+    return rows
+
+
+@keys.command("list")
+@json_option
+@pass_app
+def list_(app: App, as_json: bool) -> None:
+    """Every key of keystead.toml: provider, primary version, last rotation, next due."""
+    rows = _describe_all(app)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("name", "ref", "provider", "primary", "versions", "last rotated", "next due")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["name"], r["ref"], "-", "-", "-", "-", f"[red]{r['error']}[/]")
+            continue
+        live = sum(v["state"] == "enabled" for v in r["versions"])
+        table.add_row(
+            r["name"], r["ref"], r["provider"], r["primary"], f"{live} live / {len(r['versions'])}",
+            r["last_rotated"][:10], (r["next_due"] or "never (rotates by successor)")[:10],
+        )
+    console().print(table)
+
+
+@keys.command("show")
+@click.argument("ref")
+@json_option
+@pass_app
+def show(app: App, ref: str, as_json: bool) -> None:
+    """Details and versions of one key, by config name or reference."""
+    rows = [r for r in _describe_all(app) if ref in (r["name"], r["ref"])]
+    if not rows:
+        raise NotFoundError(f"no key {ref!r} in {app.config.path} (see `keystead keys list`)")
+    row = rows[0]
+    if as_json:
+        print_json(row)
+        return
+    if "error" in row:
+        raise NotFoundError(f"key {ref!r}: {row['error']}")
+    out = console()
+    out.print(f"[bold]{row['name']}[/]  {row['ref']}  provider={row['provider']}  primary={row['primary']}")
+    out.print(f"rotation period {row['rotation_period_days']} days, next due {row['next_due'] or 'never'}")
+    table = Table("version", "state", "created")
+    for v in row["versions"]:
+        table.add_row(v["id"] + (" (primary)" if v["id"] == row["primary"] else ""), v["state"], v["created_at"])
+    out.print(table)
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--period", "period_days", type=click.IntRange(1, 2560), default=90, show_default=True,
+              help="Rotation period in days.")
+@pass_app
+def create(app: App, name: str, period_days: int) -> None:
+    """Create local key NAME in the key file and add it to keystead.toml as local:NAME."""
+    check_name(name, "key name")
+    config = app.config
+    if name in config.keys:
+        raise InputError(f"key {name!r} is already declared in {config.path}")
+    from keystead.audit import AuditLog
+    from keystead.providers.local import LocalKeyFile
+
+    LocalKeyFile(config.key_file).create(name)
+    with open(config.path, "a", encoding="utf-8") as fh:
+        fh.write(f'\n[keys.{name}]\nref = "local:{name}"\nrotation_period_days = {period_days}\n')
+    AuditLog(config.audit_path).append("keys.create", key=f"local:{name}")
+    err_console().print(f"created local:{name} (add it to a profile's keys to seal new secrets with it)")

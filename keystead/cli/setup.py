@@ -1,0 +1,79 @@
+"""`keystead init`: a keystead.toml, a local key, an empty vault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keystead.cli.app import App, err_console, pass_app
+from keystead.config import CONFIG_NAME, load_config
+from keystead.envelope import check_name
+from keystead.errors import InputError
+
+TEMPLATE = """\
+# keystead configuration: docs/cli.md (Configuration) describes every field.
+[vault]
+name = "{vault}"
+store = "{store}"
+# state = "sqlite:///.keystead/state.db"   # rotation state; postgresql://... for several workers
+# audit_log = ".keystead/audit.log"
+# key_file = ".keystead/keys.json"         # local key material, mode 0600
+
+[keys.{key}]
+ref = "local:{key}"
+rotation_period_days = 90
+{age}
+[rotation]
+interval_minutes = 60
+grace_days = 7
+"""
+
+AGE_KEY = """
+[keys.team]
+ref = "{recipient}"     # developers open secrets offline with their age identity
+"""
+
+
+@click.command()
+@click.option("--dir", "folder", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Where to create keystead.toml.")
+@click.option("--store", default="sqlite:///.keystead/vault.db", show_default=True,
+              help="Vault store URL: sqlite:///PATH or dir:PATH.")
+@click.option("--vault", "vault_name", default="default", show_default=True, help="Vault name (bound into every envelope).")
+@click.option("--key", "key_name", default="main", show_default=True, help="Name of the local key to create.")
+@click.option("--age-recipient", help="Also give every secret an age slot for this recipient (age1...).")
+@pass_app
+def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_recipient: str | None) -> None:
+    """Create keystead.toml, a local key (0600 key file) and an empty vault."""
+    check_name(vault_name, "vault name")
+    check_name(key_name, "key name")
+    path = Path(app.config_path) if app.config_path else Path(folder) / CONFIG_NAME
+    if path.exists():
+        raise InputError(f"{path} already exists: keystead is already initialised here")
+    if age_recipient is not None:
+        from keystead.providers import provider_of
+
+        if provider_of(age_recipient) != "age":
+            raise InputError(f"--age-recipient {age_recipient!r} is not an age recipient (age1...)")
+    text = TEMPLATE.format(
+        vault=vault_name, store=store, key=key_name,
+        age=AGE_KEY.format(recipient=age_recipient) if age_recipient else "",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    try:
+        config = load_config(path)
+        from keystead.providers.local import LocalKeyFile
+        from keystead.vault import Vault
+
+        keyfile = LocalKeyFile(config.key_file)
+        if not keyfile.exists() or key_name not in keyfile.load():
+            keyfile.create(key_name)
+        with Vault.open(config) as vault:
+            vault.audit.append("keys.create", key=f"local:{key_name}")
+            vault.audit.append("vault.init", store=config.store_url)
+    except Exception:
+        path.unlink(missing_ok=True)  # leave nothing half-initialised
+        raise
+    err_console().print(f"initialised vault {vault_name!r}: {path} (key local:{key_name}, store {store})")

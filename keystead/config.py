@@ -1,0 +1,205 @@
+"""keystead.toml: the vault, its keys, profiles and rotation settings.
+
+Paths and relative ``sqlite:///`` / ``dir:`` URLs are relative to the folder
+of keystead.toml. Every error names the file, the field and what is allowed.
+See docs/cli.md (Configuration) for the full reference.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keystead.envelope import check_name
+from keystead.errors import ConfigError, KeysteadError
+
+CONFIG_NAME = "keystead.toml"
+DEFAULT_PERIOD_DAYS = 90
+PERIOD_RANGE = (1, 2560)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyConfig:
+    name: str
+    ref: str
+    rotation_period_days: int = DEFAULT_PERIOD_DAYS
+
+
+@dataclass(frozen=True, slots=True)
+class RotationConfig:
+    interval_minutes: int = 60
+    grace_days: int = 7
+    batch_size: int = 2000
+    verify_sample_above: int = 200_000
+    verify_sample_size: int = 10_000
+    misfire_grace_seconds: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    root: Path
+    vault_name: str
+    store_url: str
+    state_url: str
+    audit_path: Path
+    key_file: Path
+    age_identity_file: Path | None
+    keys: dict[str, KeyConfig]
+    slot_keys: tuple[KeyConfig, ...]
+    profile: str | None
+    profiles: tuple[str, ...]
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+
+
+def find_config(path: Path | str | None = None) -> Path:
+    """``path``, else $KEYSTEAD_CONFIG, else ./keystead.toml."""
+    chosen = Path(path or os.environ.get("KEYSTEAD_CONFIG") or CONFIG_NAME)
+    if not chosen.is_file():
+        raise ConfigError(f"no config file at {chosen}: run `keystead init`, or pass --config PATH")
+    return chosen.resolve()
+
+
+class _Reader:
+    """Typed field access that names the file and the field in every error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, where: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {where}: {message}")
+
+    def table(self, doc: dict, name: str, where: str) -> dict:
+        value = doc.get(name, {})
+        if not isinstance(value, dict):
+            raise self.fail(f"{where}{name}", "must be a table")
+        return value
+
+    def get(self, doc: dict, name: str, kind: type, where: str, default=None):
+        value = doc.get(name, default)
+        if value is None:
+            return None
+        if type(value) is not kind:
+            raise self.fail(f"{where}.{name}", f"must be {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    def int_in(self, doc: dict, name: str, where: str, default: int, lo: int, hi: int) -> int:
+        value = self.get(doc, name, int, where, default)
+        if not lo <= value <= hi:
+            raise self.fail(f"{where}.{name}", f"must be {lo}..{hi}, got {value}")
+        return value
+
+    def unknown(self, doc: dict, allowed: set[str], where: str) -> None:
+        extra = sorted(set(doc) - allowed)
+        if extra:
+            raise self.fail(where, f"unknown field(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _resolve_url(url: str, root: Path, kind: str) -> str:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return "sqlite:///" + str((root / url[len("sqlite:///") :]).resolve())
+    if url.startswith("dir:") and kind == "store":
+        return "dir:" + str((root / url[4:]).resolve())
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _key(r: _Reader, name: str, doc: object) -> KeyConfig:
+    where = f"[keys.{name}]"
+    if not isinstance(doc, dict):
+        raise r.fail(where, "must be a table with ref = \"...\"")
+    r.unknown(doc, {"ref", "rotation_period_days"}, where)
+    ref = r.get(doc, "ref", str, where)
+    if not ref:
+        raise r.fail(f"{where}.ref", "is required (e.g. ref = \"local:main\")")
+    from keystead.providers import provider_of
+
+    try:
+        provider_of(ref)
+    except KeysteadError as exc:
+        raise r.fail(f"{where}.ref", str(exc)) from None
+    period = r.int_in(doc, "rotation_period_days", where, DEFAULT_PERIOD_DAYS, *PERIOD_RANGE)
+    return KeyConfig(name, ref, period)
+
+
+def load_config(path: Path | str | None = None, *, profile: str | None = None) -> Config:
+    """Read and validate keystead.toml; ``profile`` (else $KEYSTEAD_PROFILE) picks the slot keys."""
+    path = find_config(path)
+    r = _Reader(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    root = path.parent
+    r.unknown(doc, {"vault", "keys", "profiles", "providers", "rotation"}, "top level")
+
+    vault = r.table(doc, "vault", "")
+    r.unknown(vault, {"name", "store", "state", "audit_log", "key_file", "default_profile"}, "[vault]")
+    vault_name = r.get(vault, "name", str, "[vault]", "default")
+    try:
+        check_name(vault_name, "vault name")
+    except KeysteadError as exc:
+        raise r.fail("[vault].name", str(exc)) from None
+    store = r.get(vault, "store", str, "[vault]", "sqlite:///.keystead/vault.db")
+    if not store.startswith(("dir:", "sqlite:///", "postgresql://", "postgresql+psycopg://")):
+        raise r.fail("[vault].store", f"{store!r} is not a store URL (dir:PATH, sqlite:///PATH, postgresql://...)")
+    state = r.get(vault, "state", str, "[vault]", "sqlite:///.keystead/state.db")
+
+    keys_doc = r.table(doc, "keys", "")
+    keys = {name: _key(r, name, entry) for name, entry in keys_doc.items()}
+
+    age = r.table(r.table(doc, "providers", ""), "age", "[providers].")
+    r.unknown(age, {"identity_file"}, "[providers.age]")
+    identity = r.get(age, "identity_file", str, "[providers.age]")
+
+    profiles_doc = r.table(doc, "profiles", "")
+    chosen = profile or os.environ.get("KEYSTEAD_PROFILE") or r.get(vault, "default_profile", str, "[vault]")
+    slot_keys = tuple(keys.values())
+    if chosen is not None:
+        if chosen not in profiles_doc:
+            known = ", ".join(sorted(profiles_doc)) or "none defined"
+            raise ConfigError(f"{path}: unknown profile {chosen!r} (profiles: {known})")
+        entry = profiles_doc[chosen]
+        where = f"[profiles.{chosen}]"
+        if not isinstance(entry, dict):
+            raise r.fail(where, "must be a table")
+        r.unknown(entry, {"keys", "store"}, where)
+        names = entry.get("keys", list(keys))
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise r.fail(f"{where}.keys", "must be a list of key names")
+        missing = [n for n in names if n not in keys]
+        if missing:
+            raise r.fail(f"{where}.keys", f"unknown key(s) {', '.join(missing)} (declared: {', '.join(keys) or 'none'})")
+        slot_keys = tuple(keys[n] for n in names)
+        store = r.get(entry, "store", str, where, store)
+
+    rot = r.table(doc, "rotation", "")
+    r.unknown(rot, set(RotationConfig.__dataclass_fields__), "[rotation]")
+    rotation = RotationConfig(
+        interval_minutes=r.int_in(rot, "interval_minutes", "[rotation]", 60, 1, 10080),
+        grace_days=r.int_in(rot, "grace_days", "[rotation]", 7, 0, 365),
+        batch_size=r.int_in(rot, "batch_size", "[rotation]", 2000, 1, 100_000),
+        verify_sample_above=r.int_in(rot, "verify_sample_above", "[rotation]", 200_000, 0, 10**9),
+        verify_sample_size=r.int_in(rot, "verify_sample_size", "[rotation]", 10_000, 1, 10**9),
+        misfire_grace_seconds=r.int_in(rot, "misfire_grace_seconds", "[rotation]", 300, 1, 86400),
+    )
+    return Config(
+        path=path,
+        root=root,
+        vault_name=vault_name,
+        store_url=_resolve_url(store, root, "store"),
+        state_url=_resolve_url(state, root, "state"),
+        audit_path=(root / r.get(vault, "audit_log", str, "[vault]", ".keystead/audit.log")).resolve(),
+        key_file=(root / r.get(vault, "key_file", str, "[vault]", ".keystead/keys.json")).resolve(),
+        age_identity_file=Path(identity).expanduser() if identity else None,
+        keys=keys,
+        slot_keys=slot_keys,
+        profile=chosen,
+        profiles=tuple(sorted(profiles_doc)),
+        rotation=rotation,
+    )

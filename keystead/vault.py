@@ -1,0 +1,144 @@
+"""The vault: a store of envelopes, the configured keys, and the audit log, together.
+
+This is the library face of ``keystead secrets``: set, get, list, remove,
+import and export secrets. Every call that reads or changes a secret appends
+an audit record (never the value). Keys whose provider cannot be opened are
+reported in ``key_errors`` instead of stopping the vault from opening, so one
+broken key never locks out the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
+
+from keystead.audit import AuditLog
+from keystead.config import Config
+from keystead.crypto import open_any, seal
+from keystead.envelope import Envelope, check_name
+from keystead.errors import ConfigError, KeysteadError
+from keystead.providers import Key, open_key
+from keystead.stores import Store, open_store
+
+Clock = Callable[[], datetime]
+# Cheapest first: a slot of the embedded key opens offline and fast, age
+# needs an identity file, cloud slots cost a network round trip.
+_OPEN_ORDER = {"local": 0, "age": 1, "aws": 2, "gcp": 3}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Vault:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        keys: dict[str, Key],
+        key_errors: dict[str, KeysteadError],
+        audit: AuditLog,
+        *,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.config = config
+        self.name = config.vault_name
+        self.store = store
+        self.keys = keys
+        self.key_errors = key_errors
+        self.audit = audit
+        self.clock = clock
+
+    @classmethod
+    def open(cls, config: Config, *, clock: Clock = utcnow) -> Vault:
+        keys: dict[str, Key] = {}
+        errors: dict[str, KeysteadError] = {}
+        for kc in config.keys.values():
+            try:
+                keys[kc.name] = open_key(kc.ref, config)
+            except KeysteadError as exc:
+                errors[kc.name] = exc
+        store = open_store(config.store_url, base=config.root)
+        return cls(config, store, keys, errors, AuditLog(config.audit_path), clock=clock)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- keys --------------------------------------------------------------------
+    def slot_keys(self) -> list[Key]:
+        """The keys every new envelope gets a slot for (the active profile's)."""
+        out = []
+        for kc in self.config.slot_keys:
+            if kc.name in self.key_errors:
+                raise ConfigError(f"key {kc.name!r} ({kc.ref}) cannot be used: {self.key_errors[kc.name]}")
+            out.append(self.keys[kc.name])
+        return out
+
+    def opening_keys(self) -> list[Key]:
+        return sorted(self.keys.values(), key=lambda k: _OPEN_ORDER.get(k.provider, 9))
+
+    # -- secrets -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _audited(self, action: str, *, secret: str | None = None, key: str | None = None, **details):
+        try:
+            yield details
+        except KeysteadError as exc:
+            self.audit.append(action, secret=secret, key=key, result=type(exc).__name__, **details)
+            raise
+        self.audit.append(action, secret=secret, key=key, **details)
+
+    def seal(self, name: str, value: bytes) -> Envelope:
+        return seal(self.name, name, value, self.slot_keys(), now=self.clock())
+
+    def set(self, name: str, value: bytes) -> Envelope:
+        check_name(name)
+        with self._audited("secrets.set", secret=name) as details:
+            envelope = self.seal(name, value)
+            self.store.put(envelope)
+            details["slots"] = [s.key for s in envelope.slots]
+        return envelope
+
+    def open(self, name: str, envelope: Envelope) -> bytes:
+        # Open under the name it was asked for, not the one the envelope
+        # claims: an envelope copied or renamed to another name fails here.
+        bound = dataclasses.replace(envelope, vault=self.name, name=name)
+        return open_any(bound, self.opening_keys())
+
+    def get(self, name: str) -> bytes:
+        check_name(name)
+        with self._audited("secrets.get", secret=name):
+            return self.open(name, self.store.get(name))
+
+    def delete(self, name: str) -> None:
+        check_name(name)
+        with self._audited("secrets.rm", secret=name):
+            self.store.delete(name)
+
+    def names(self) -> list[str]:
+        return self.store.names()
+
+    def import_many(self, items: Mapping[str, bytes]) -> int:
+        """Seal and store many secrets in one store transaction."""
+        for name in items:
+            check_name(name)
+        with self._audited("secrets.import", count=len(items)):
+            keys = self.slot_keys()
+            now = self.clock()
+            return self.store.put_many(seal(self.name, n, v, keys, now=now) for n, v in items.items())
+
+    def export(self) -> Iterator[tuple[str, bytes]]:
+        """Every secret, decrypted, in name order (streamed)."""
+        count = 0
+        with self._audited("secrets.export") as details:
+            for envelope in self.store.iter_envelopes():
+                yield envelope.name, self.open(envelope.name, envelope)
+                count += 1
+            details["count"] = count
