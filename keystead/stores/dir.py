@@ -1,0 +1,287 @@
+"""A vault kept as a folder: one envelope file per secret, ``<folder>/<name>.json``.
+
+Each file holds exactly ``envelope.encode(env)`` (fixed field order), so a
+vault folder diffs small in git. Every write is atomic per file: the new
+content goes to a hidden temp file beside it (``.NAME.json.tmp-XXXXXXXX``),
+is fsynced, renamed over the old file, and the folder is fsynced. A crash
+leaves either the old or the new file, never half of one; a leftover temp
+file is ignored by listing and removed when the store is opened later.
+
+A folder is not a database: ``put_many`` and ``replace_slots`` are atomic
+per file, not per batch. A crash in the middle of a batch leaves the files
+written so far in place. Writers in several processes are serialised by an
+advisory lock on the folder itself (``flock``), which makes the
+compare-and-swap of ``replace_slots`` safe between a worker and the CLI.
+
+Envelope files are mode 0600, the folder is created 0700.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets as _random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from keystead.envelope import Envelope, Slot, check_name, decode, encode
+from keystead.errors import FormatError, InputError, NotFoundError, StoreError
+from keystead.stores.base import SlotRow, SlotUpdate
+
+SUFFIX = ".json"
+TEMP_MARK = ".tmp-"
+STALE_TEMP_SECONDS = 300
+"""A temp file older than this belongs to a writer that died; younger ones may be live."""
+MAX_FILE_NAME = 255
+MAX_NAME = MAX_FILE_NAME - len(SUFFIX)
+
+
+class DirStore:
+    """Envelopes as files in one folder. See the module docstring."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+        self.url = f"dir:{self.path}"
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._root = self.path.resolve(strict=True)
+        except OSError as exc:
+            raise _store_error(exc, self.path, "opening vault folder") from exc
+        if not self._root.is_dir():
+            raise StoreError(f"vault path {self.path} is not a folder")
+        self._remove_stale_temps()
+
+    # -- whole envelopes -------------------------------------------------
+
+    def get(self, name: str) -> Envelope:
+        return self._read(self._file(name), name)
+
+    def put(self, envelope: Envelope) -> None:
+        target = self._file(envelope.name)
+        with self._locked():
+            self._write(target, encode(envelope))
+
+    def put_many(self, envelopes: Iterable[Envelope]) -> int:
+        """Write each envelope atomically; the batch as a whole is not atomic."""
+        count = 0
+        with self._locked():
+            try:
+                for env in envelopes:
+                    self._write(self._file(env.name), encode(env), sync_folder=False)
+                    count += 1
+            finally:
+                if count:
+                    self._sync_folder()
+        return count
+
+    def delete(self, name: str) -> None:
+        target = self._file(name)
+        with self._locked():
+            try:
+                os.unlink(target)
+            except FileNotFoundError:
+                raise NotFoundError(f"no secret {name} in vault at {self.path}") from None
+            except OSError as exc:
+                raise _store_error(exc, target, "deleting") from exc
+            self._sync_folder()
+
+    def names(self) -> list[str]:
+        try:
+            entries = os.listdir(self._root)
+        except OSError as exc:
+            raise _store_error(exc, self.path, "listing") from exc
+        found = []
+        for entry in entries:
+            if entry.startswith(".") or not entry.endswith(SUFFIX):
+                continue
+            name = entry[: -len(SUFFIX)]
+            try:
+                found.append(check_name(name))
+            except InputError:
+                continue  # not a secret's file (e.g. '-notes.json')
+        found.sort()
+        return found
+
+    def count(self) -> int:
+        return len(self.names())
+
+    def iter_envelopes(self, *, after: str = "", batch: int = 1000) -> Iterator[Envelope]:
+        """Envelopes in name order after ``after``, read one file at a time."""
+        for name in self._names_after(after):
+            try:
+                yield self.get(name)
+            except NotFoundError:
+                continue  # deleted since the listing
+
+    # -- slots, for rotation ---------------------------------------------
+
+    def slots_behind(self, key: str, version: str, *, after: str = "", limit: int = 1000) -> list[SlotRow]:
+        rows: list[SlotRow] = []
+        if limit <= 0:
+            return rows
+        for env in self.iter_envelopes(after=after):
+            slot = env.slot(key)
+            if slot is not None and slot.version != version:
+                rows.append(SlotRow(env.name, slot.version, slot.wrapped))
+                if len(rows) >= limit:
+                    break
+        return rows
+
+    def replace_slots(self, key: str, updates: Sequence[SlotUpdate]) -> int:
+        """Swap each slot still at its ``old_version``; return how many were swapped."""
+        replaced = 0
+        with self._locked():
+            try:
+                for up in updates:
+                    target = self._file(up.secret)
+                    try:
+                        env = self._read(target, up.secret)
+                    except NotFoundError:
+                        continue
+                    slot = env.slot(key)
+                    if slot is None or slot.version != up.old_version:
+                        continue
+                    new = Slot(key, slot.provider, up.version, up.wrapped_at, up.wrapped)
+                    self._write(target, encode(env.with_slot(new)), sync_folder=False)
+                    replaced += 1
+            finally:
+                if replaced:
+                    self._sync_folder()
+        return replaced
+
+    def version_counts(self, key: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for env in self.iter_envelopes():
+            slot = env.slot(key)
+            if slot is not None:
+                counts[slot.version] = counts.get(slot.version, 0) + 1
+        return counts
+
+    def close(self) -> None:
+        """Nothing to release: each call opens and closes its own files."""
+
+    def __enter__(self) -> DirStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DirStore({str(self.path)!r})"
+
+    # -- files -----------------------------------------------------------
+
+    def _file(self, name: str) -> Path:
+        check_name(name)
+        if len(name) > MAX_NAME:
+            raise InputError(
+                f"secret name {name[:32]}... is too long for a dir: vault "
+                f"(at most {MAX_NAME} characters; a sqlite: vault takes 255)"
+            )
+        target = self._root / (name + SUFFIX)
+        if Path(os.path.realpath(target)).parent != self._root:
+            raise StoreError(f"{target} leads outside the vault folder {self._root} (a symlink?)")
+        return target
+
+    def _names_after(self, after: str) -> list[str]:
+        return [n for n in self.names() if n > after]
+
+    def _read(self, target: Path, name: str) -> Envelope:
+        try:
+            with open(target, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise NotFoundError(f"no secret {name} in vault at {self.path}") from None
+        except OSError as exc:
+            raise _store_error(exc, target, "reading") from exc
+        env = decode(data, where=str(target))
+        if env.name != name:
+            raise FormatError(f"envelope {target}: holds secret {env.name!r}, not {name!r} (file renamed?)")
+        return env
+
+    def _write(self, target: Path, data: bytes, *, sync_folder: bool = True) -> None:
+        """Replace ``target`` with ``data`` atomically (temp file, fsync, rename, fsync folder).
+
+        A batch passes ``sync_folder=False`` and syncs the folder once at its end:
+        each file is still old-or-new after a crash; the rename is durable once
+        the folder is synced.
+        """
+        prefix = "." + target.name[: MAX_FILE_NAME - 1 - len(TEMP_MARK) - 8]
+        temp = target.with_name(f"{prefix}{TEMP_MARK}{_random.token_hex(4)}")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _store_error(exc, target, "writing") from exc
+        try:
+            try:
+                os.fchmod(fd, 0o600)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, target)
+        except OSError as exc:
+            _remove_quietly(temp)
+            raise _store_error(exc, target, "writing") from exc
+        except BaseException:
+            _remove_quietly(temp)
+            raise
+        if sync_folder:
+            self._sync_folder()
+
+    def _sync_folder(self) -> None:
+        try:
+            fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _store_error(exc, self.path, "syncing") from exc
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the folder's advisory write lock (one writer at a time, across processes)."""
+        try:
+            fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _store_error(exc, self.path, "locking") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _remove_stale_temps(self) -> None:
+        now = time.time()
+        try:
+            with os.scandir(self._root) as entries:
+                for entry in entries:
+                    if not (entry.name.startswith(".") and TEMP_MARK in entry.name):
+                        continue
+                    try:
+                        if entry.is_file(follow_symlinks=False) and now - entry.stat().st_mtime > STALE_TEMP_SECONDS:
+                            os.unlink(entry.path)
+                    except OSError:
+                        continue  # another process got there first, or it is not ours to remove
+        except OSError as exc:
+            raise _store_error(exc, self.path, "listing") from exc
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _store_error(exc: OSError, path: Path, doing: str) -> StoreError:
+    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+        return StoreError(f"disk full writing {path}")
+    reason = exc.strerror or str(exc)
+    return StoreError(f"{doing} {path}: {reason}")
