@@ -1,0 +1,387 @@
+"""The audit log: one JSON line per operation, hash-chained, append-only.
+
+A record, keys in this order::
+
+    {"seq": 7, "ts": "2026-11-23T15:08:00.123Z", "actor": "ci@build-3",
+     "action": "keys.rotate", "secret": null, "key": "local:main", "result": "ok",
+     "details": {"version": "4"}, "prev": "<hash of record 6>", "hash": "<sha256 hex>"}
+
+``hash`` is the SHA-256 (hex) of ``prev`` followed by the canonical JSON
+(sorted keys, no spaces) of the record without ``hash``; the first record's
+``prev`` is 64 zeros. Editing, deleting, inserting or reordering records
+breaks the chain; ``<log>.head`` (``{"seq": …, "hash": …}``, rewritten after
+every append) reveals records cut off the end. The head may lag the log after
+a crash between the two writes; it is accepted while the record at its seq
+carries its hash.
+
+What it does not do: anyone who can rewrite both files can forge a whole new
+chain. Copy the head's hash somewhere else (CI logs, a ticket) to anchor it.
+
+Records hold facts, never a secret value or key material: detail keys named
+``value``, ``plaintext``, ``dek``, ``material`` or ``wrapped`` are refused,
+as are bytes. Appends from several processes are serialised by ``flock`` on
+the log; each batch is one ``write`` and one ``fsync``. Appending refuses a
+log whose end or head is damaged (run ``keystead audit verify``); to start
+a new log, move both the log and its ``.head`` aside.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+import secrets as _random
+import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from keystead.errors import AuditError
+
+GENESIS = "0" * 64
+FORBIDDEN_DETAILS = frozenset({"value", "plaintext", "dek", "material", "wrapped"})
+FIELDS = ("seq", "ts", "actor", "action", "secret", "key", "result", "details", "prev", "hash")
+MAX_RECORD_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """What :meth:`AuditLog.verify` found: ok, or the first problem and where."""
+
+    ok: bool
+    records: int
+    first_bad_seq: int | None = None
+    first_bad_line: int | None = None
+    problem: str | None = None
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """The chain hash of ``record`` (its ``hash`` field, if any, is left out)."""
+    body = {k: v for k, v in record.items() if k != "hash"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256((record["prev"] + canonical).encode("ascii")).hexdigest()
+
+
+def default_actor() -> str:
+    """``$KEYSTEAD_ACTOR``, else ``user@host``."""
+    actor = os.environ.get("KEYSTEAD_ACTOR")
+    if actor:
+        return actor
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+class AuditLog:
+    """The hash-chained audit log at ``path`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        actor: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.head_path = self.path.with_name(self.path.name + ".head")
+        self.actor = actor or default_actor()
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+
+    def append(
+        self, action: str, *, secret: str | None = None, key: str | None = None, result: str = "ok", **details: Any
+    ) -> dict[str, Any]:
+        """Append one record and return it (with its seq and hash)."""
+        return self.append_many([{"action": action, "secret": secret, "key": key, "result": result, "details": details}])[0]
+
+    def append_many(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Append several records (mappings with ``action`` and optionally ``secret``,
+        ``key``, ``result``, ``details``) in one write and one fsync."""
+        entries = [_entry(r) for r in records]
+        if not entries:
+            return []
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise AuditError(f"cannot open audit log {self.path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return self._append_locked(fd, entries)
+        except OSError as exc:
+            raise AuditError(f"cannot write audit log {self.path}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(fd)  # releases the lock
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record in order. A torn final line (a crash mid-append) is skipped."""
+        for lineno, raw in self._lines():
+            if not raw.endswith(b"\n"):
+                return
+            record = _parse(raw)
+            if record is None:
+                raise AuditError(f"audit log {self.path}: line {lineno} is not a record")
+            yield record
+
+    def verify(self) -> AuditReport:
+        """Check every record's hash, the chain, and the head. A missing log is empty and valid."""
+        head = self._read_head()
+        prev, last_seq, head_hash_seen = GENESIS, 0, GENESIS if head is None or head[0] == 0 else None
+        lines = self._lines()
+        for lineno, raw in lines:
+            expected = last_seq + 1
+            if not raw.endswith(b"\n"):
+                return _bad(last_seq, expected, lineno, f"line {lineno} is torn: the last record was cut off mid-write")
+            record = _parse(raw)
+            if record is None:
+                return _bad(last_seq, expected, lineno, f"line {lineno} is not a record")
+            seq = record["seq"]
+            if record_hash(record) != record["hash"]:
+                return _bad(last_seq, seq, lineno, f"record {seq} was edited (its hash does not match its content)")
+            if seq != expected or record["prev"] != prev:
+                rest = [_parse(line) for _, line in lines]
+                return _bad(last_seq, *_chain_break(record, lineno, expected, prev, rest))
+            prev, last_seq = record["hash"], seq
+            if head is not None and seq == head[0]:
+                head_hash_seen = record["hash"]
+        problem = self._head_problem(head, last_seq, head_hash_seen)
+        if problem:
+            return _bad(last_seq, last_seq + 1 if head and head[0] > last_seq else None, None, problem)
+        return AuditReport(ok=True, records=last_seq)
+
+    # -- internals -------------------------------------------------------
+
+    def _append_locked(self, fd: int, entries: list[tuple]) -> list[dict[str, Any]]:
+        size = os.fstat(fd).st_size
+        last_line, torn = _tail(fd, size)
+        last = _parse(last_line) if last_line is not None else None
+        if last_line is not None and last is None:
+            raise AuditError(f"audit log {self.path} ends with a line that is not a record; run keystead audit verify")
+        head = self._read_head()
+        if size == 0 and head is None:
+            self._write_head(0, GENESIS)
+            _fsync_folder(self.path.parent)
+            head = (0, GENESIS)
+        lines: list[str] = []
+        repair: list[tuple] = []
+        if torn:
+            candidate = _parse(torn + b"\n")
+            if candidate is not None and _links(candidate, last):
+                lines.append("")  # a whole record that only lacks its newline: finish it
+                last = candidate
+            else:  # half a record from a writer that died: never acknowledged, so cut it off
+                os.ftruncate(fd, size - len(torn))
+                size -= len(torn)
+                repair = [("audit.repair", None, None, "ok", {"dropped_bytes": len(torn)})]
+        self._check_head(head, last)
+        prev, seq = (last["hash"], last["seq"]) if last else (GENESIS, 0)
+        ts = _timestamp(self.clock())
+        written = []
+        for action, secret, key, result, details in repair + entries:
+            seq += 1
+            record = {"seq": seq, "ts": ts, "actor": self.actor, "action": action, "secret": secret,
+                      "key": key, "result": result, "details": details, "prev": prev}
+            record["hash"] = prev = record_hash(record)
+            written.append(record)
+            lines.append(json.dumps(record, separators=(",", ":"), ensure_ascii=True))
+        payload = ("\n".join(lines) + "\n").encode("ascii")
+        try:
+            if os.write(fd, payload) != len(payload):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+            raise AuditError(f"cannot write audit log {self.path}: {reason}; nothing was appended") from exc
+        try:
+            self._write_head(seq, prev)
+        except OSError as exc:
+            raise AuditError(
+                f"audit record {seq} appended, but the head {self.head_path} was not updated: {exc.strerror or exc}"
+            ) from exc
+        return written[len(repair) :]
+
+    def _check_head(self, head: tuple[int, str] | None, last: dict[str, Any] | None) -> None:
+        last_seq = last["seq"] if last else 0
+        if head is None:
+            if last_seq:
+                raise AuditError(f"audit head file {self.head_path} is missing; run keystead audit verify")
+            return
+        seq, digest = head
+        if seq > last_seq or (seq == last_seq and last and digest != last["hash"]) or (
+            last and seq == last_seq - 1 and digest != last["prev"]
+        ):
+            raise AuditError(
+                f"audit log {self.path} does not match its head (record {seq}); records were "
+                "deleted or rewritten: run keystead audit verify"
+            )
+
+    def _head_problem(self, head: tuple[int, str] | None, last_seq: int, seen: str | None) -> str | None:
+        if head is None:
+            return f"the head file {self.head_path} is missing (records at the end may have been deleted)" if last_seq else None
+        seq, digest = head
+        if seq > last_seq:
+            return f"records after {last_seq} were deleted (the head says the log reached record {seq})"
+        if seen != digest:
+            return f"record {seq} does not match the head file (the log was rewritten?)"
+        return None
+
+    def _read_head(self) -> tuple[int, str] | None:
+        try:
+            data = self.head_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise AuditError(f"cannot read audit head {self.head_path}: {exc.strerror or exc}") from exc
+        try:
+            doc = json.loads(data)
+            seq, digest = doc["seq"], doc["hash"]
+            if type(seq) is int and seq >= 0 and isinstance(digest, str) and len(digest) == 64:
+                return seq, digest
+        except (ValueError, TypeError, KeyError):
+            pass
+        raise AuditError(f"audit head file {self.head_path} is damaged; run keystead audit verify")
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        temp = self.head_path.with_name(f"{self.head_path.name}.tmp-{_random.token_hex(4)}")
+        data = json.dumps({"seq": seq, "hash": digest}).encode("ascii") + b"\n"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, self.head_path)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise
+
+    def _lines(self) -> Iterator[tuple[int, bytes]]:
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise AuditError(f"cannot read audit log {self.path}: {exc.strerror or exc}") from exc
+        with fh:
+            try:
+                yield from enumerate(fh, 1)
+            except OSError as exc:
+                raise AuditError(f"cannot read audit log {self.path}: {exc.strerror or exc}") from exc
+
+
+def _entry(r: Mapping[str, Any]) -> tuple:
+    unknown = set(r) - {"action", "secret", "key", "result", "details"}
+    if unknown:
+        raise ValueError(f"audit record: unknown field(s) {', '.join(sorted(unknown))}")
+    action, result = r.get("action"), r.get("result", "ok")
+    secret, key, details = r.get("secret"), r.get("key"), dict(r.get("details") or {})
+    if not isinstance(action, str) or not action:
+        raise ValueError("audit record: action must be a non-empty string")
+    if not isinstance(result, str) or not result:
+        raise ValueError("audit record: result must be 'ok' or an error class name")
+    for name, value in (("secret", secret), ("key", key)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"audit record: {name} must be a string or None")
+    _check_details(details)
+    if len(json.dumps(details, ensure_ascii=True, allow_nan=False)) > MAX_RECORD_BYTES:
+        raise ValueError(f"audit record: details larger than {MAX_RECORD_BYTES} bytes")
+    return action, secret, key, result, details
+
+
+def _check_details(details: Any) -> None:
+    """Refuse anything that could carry a secret: forbidden key names, bytes, odd types."""
+    if isinstance(details, Mapping):
+        for k, v in details.items():
+            if not isinstance(k, str):
+                raise ValueError("audit details: keys must be strings")
+            if k.lower() in FORBIDDEN_DETAILS:
+                raise ValueError(f"audit details must never hold secret material (key {k!r} refused)")
+            _check_details(v)
+    elif isinstance(details, (list, tuple)):
+        for v in details:
+            _check_details(v)
+    elif not (details is None or isinstance(details, (str, int, float, bool))):
+        raise ValueError(f"audit details: {type(details).__name__} values are not allowed")
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """A record from one line, or None if the line is not a well-formed record."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or tuple(record) != FIELDS:
+        return None
+    if type(record["seq"]) is not int or not all(isinstance(record[k], str) for k in ("prev", "hash")):
+        return None
+    return record
+
+
+def _links(record: dict[str, Any], last: dict[str, Any] | None) -> bool:
+    prev, seq = (last["hash"], last["seq"]) if last else (GENESIS, 0)
+    return record["seq"] == seq + 1 and record["prev"] == prev and record_hash(record) == record["hash"]
+
+
+def _chain_break(record: dict, lineno: int, expected: int, prev: str, rest: list) -> tuple[int, int, str]:
+    """Say why ``record`` does not follow the one before it: (first bad seq, line, problem)."""
+    seq = record["seq"]
+    later = [r for r in rest if r is not None]
+    if any(r["hash"] == record["prev"] for r in later):  # it belongs after a record further down
+        return expected, lineno, f"record {expected} is out of order (record {seq} comes before it)"
+    nxt = rest[0] if rest else None
+    if nxt is not None and nxt["seq"] == expected and nxt["prev"] == prev:
+        return seq, lineno, f"record {seq} at line {lineno} was inserted (record {expected - 1} is followed by it)"
+    if seq > expected:
+        if any(r["seq"] == expected for r in later):
+            return expected, lineno, f"record {expected} is out of order (record {seq} comes before it)"
+        if seq == expected + 1:
+            return expected, lineno, f"record {expected} is missing (deleted)"
+        return expected, lineno, f"records {expected} to {seq - 1} are missing (deleted)"
+    if seq < expected:
+        return seq, lineno, f"record {seq} appears twice (line {lineno}): a record was inserted"
+    return seq, lineno, f"record {seq} was inserted (it does not link to record {expected - 1})"
+
+
+def _bad(last_good: int, seq: int | None, line: int | None, problem: str) -> AuditReport:
+    return AuditReport(ok=False, records=last_good, first_bad_seq=seq, first_bad_line=line, problem=problem)
+
+
+def _tail(fd: int, size: int) -> tuple[bytes | None, bytes]:
+    """(the last complete line, or None; the bytes after the last newline)."""
+    pos, buf = size, b""
+    while pos > 0:
+        step = min(8192, pos)
+        pos -= step
+        buf = os.pread(fd, step, pos) + buf
+        end = buf.rfind(b"\n")
+        if end == -1:
+            continue
+        start = buf.rfind(b"\n", 0, end)
+        if start != -1 or pos == 0:
+            return buf[start + 1 : end + 1], buf[end + 1 :]
+    return None, buf
+
+
+def _timestamp(now: datetime) -> str:
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    return now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
