@@ -1,0 +1,244 @@
+"""`keystead rotate`, `keystead worker`, `keystead status`: the rotation commands.
+
+On a terminal they draw a rich table and a progress bar on rewrap; piped or
+under a service manager they print structured ``key=value`` log lines on
+stderr instead. Exit codes: 0 all well (or nothing due), 2 bad option
+(``--as-of``), 3 config, 4 unknown key, 8 a rotation failed, was blocked
+or another worker holds the lock (docs/rotation.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from keystead.cli.app import App, console, err_console, json_option, pass_app, print_json
+from keystead.errors import InputError, NotFoundError, RotationBusy, RotationError
+
+as_of_option = click.option("--as-of", "as_of", metavar="DATE",
+                            help="Evaluate as if it were DATE (YYYY-MM-DD or ISO 8601, UTC if no zone).")
+
+
+def parse_as_of(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--as-of {text!r} is not a date: use YYYY-MM-DD or an ISO 8601 time") from None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+def _now(as_of: datetime | None) -> datetime:
+    return as_of or datetime.now(timezone.utc)
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("keystead.rotation")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s level=%(levelname)s %(message)s",
+                                           datefmt="%Y-%m-%dT%H:%M:%S%z"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if _interactive() else logging.INFO)
+    logger.propagate = False
+
+
+class BarProgress:
+    """A rich progress bar per key, on stderr."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._task = None
+
+    def start(self, key: str, total: int) -> None:
+        self._bar = Progress(TextColumn("rewrap [bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeRemainingColumn(), console=err_console(), transient=False)
+        self._bar.start()
+        self._task = self._bar.add_task(key, total=total or None)
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+class LogProgress:
+    """Structured progress lines, at most one every few seconds."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self.log = logging.getLogger("keystead.rotation")
+
+    def start(self, key: str, total: int) -> None:
+        self.key, self.total, self.done = key, total, 0
+        self.t0 = self.last = time.monotonic()
+        self.log.info("rewrap.start key=%s behind=%d", key, total)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            self.log.info("rewrap.progress key=%s done=%d total=%d rate=%.0f/s", self.key, self.done, self.total, rate)
+
+    def finish(self) -> None:
+        elapsed = time.monotonic() - self.t0
+        self.log.info("rewrap.end key=%s done=%d seconds=%.2f", self.key, self.done, elapsed)
+
+
+def _progress():
+    return BarProgress() if _interactive() else LogProgress()
+
+
+def _check_key(app: App, key: str | None) -> None:
+    if key is not None and key not in app.config.keys:
+        raise NotFoundError(f"no key {key!r} in {app.config.path} (configured: {', '.join(app.config.keys) or 'none'})")
+
+
+def _plans(app: App, as_of: datetime, *, only: str | None = None, force: bool = False):
+    from keystead.rotation.planner import plan
+    from keystead.rotation.state import StateDB
+
+    state = StateDB.open(app.config.state_url, create=False)  # read-only: a missing state db stays missing
+    try:
+        return plan(app.vault, state, as_of=as_of, only=only, force=force)
+    finally:
+        if state is not None:
+            state.close()
+
+
+def _fmt_time(when: datetime | None) -> str:
+    return "-" if when is None else when.strftime("%Y-%m-%d")
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 1:
+        return "<1s"
+    return str(timedelta(seconds=round(s)))
+
+
+def _report(result, as_json: bool) -> None:
+    if as_json:
+        print_json({"failed": result.failed, "keys": [r.as_dict() for r in result.keys]})
+    else:
+        out = err_console()
+        for r in result.keys:  # failures are said once, in the error line below
+            if not r.failed:
+                colour = "green" if r.outcome == "done" else "yellow"
+                out.print(f"[{colour}]{r.outcome:>10}[/] {r.message}", soft_wrap=True)
+    if result.failed:
+        busy = [r for r in result.keys if r.outcome == "busy"]
+        bad = [r for r in result.keys if r.failed]
+        if busy and len(busy) == len(bad):
+            raise RotationBusy(busy[0].message)
+        raise RotationError("; ".join(r.message for r in bad))
+
+
+@click.command()
+@click.argument("key", required=False)
+@click.option("--dry-run", is_flag=True, help="Print the plan (keys due, envelopes behind, estimated time); change nothing.")
+@click.option("--force", is_flag=True, help="Rotate KEY now even if it is not due.")
+@as_of_option
+@json_option
+@pass_app
+def rotate(app: App, key: str | None, dry_run: bool, force: bool, as_of: str | None, as_json: bool) -> None:
+    """Rotate keys that are due (or KEY), rewrap every envelope, verify, retire old versions."""
+    when = parse_as_of(as_of)
+    if force and key is None:
+        raise InputError("--force needs a KEY: keystead rotate KEY --force")
+    _check_key(app, key)
+    if dry_run:
+        plans = _plans(app, _now(when), only=key, force=force)
+        if as_json:
+            print_json({"as_of": _now(when).isoformat(), "keys": [p.as_dict() for p in plans]})
+            return
+        table = Table("key", "ref", "action", "due", "next due", "behind", "to rewrap", "estimated",
+                      title=f"rotation plan as of {_now(when):%Y-%m-%d %H:%M} UTC (dry run: nothing changed)")
+        for p in plans:
+            table.add_row(p.name, p.ref, p.action if not p.error else f"[red]error: {p.error}[/]",
+                          "yes" if p.due else "no", _fmt_time(p.next_due), str(p.behind), str(p.to_rewrap),
+                          _fmt_seconds(p.estimated_seconds))
+        console().print(table)
+        return
+    from keystead.rotation.worker import run_once, stop_on_signals
+
+    _setup_logging()
+    import threading
+
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        result = run_once(app.config, as_of=when, only=key, force=force, progress=_progress(), stop=stop)
+    _report(result, as_json)
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Run one sweep and exit (non-zero if anything failed).")
+@as_of_option
+@click.option("--interval", type=click.IntRange(1, 10080), metavar="MINUTES",
+              help="Minutes between sweeps (default: [rotation].interval_minutes, 60).")
+@json_option
+@pass_app
+def worker(app: App, once: bool, as_of: str | None, interval: int | None, as_json: bool) -> None:
+    """Run the rotation worker: a sweep every interval (APScheduler), or --once."""
+    when = parse_as_of(as_of)
+    config = app.config
+    _setup_logging()
+    from keystead.rotation.worker import run_once, run_scheduler, stop_on_signals
+
+    if not once:
+        run_scheduler(config, interval_minutes=interval, as_of=when)
+        return
+    import threading
+
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        result = run_once(config, as_of=when, progress=_progress(), stop=stop)
+    _report(result, as_json)
+
+
+@click.command()
+@as_of_option
+@json_option
+@pass_app
+def status(app: App, as_of: str | None, as_json: bool) -> None:
+    """Every key: provider, primary version, last rotation, next due, rotation state, envelopes behind."""
+    when = _now(parse_as_of(as_of))
+    plans = _plans(app, when)
+    if as_json:
+        print_json({"as_of": when.isoformat(), "keys": [p.as_dict() for p in plans]})
+        return
+    table = Table("key", "provider", "primary", "last rotation", "next due", "state", "behind",
+                  title=f"keystead rotation status as of {when:%Y-%m-%d %H:%M} UTC")
+    for p in plans:
+        if p.error:
+            table.add_row(p.name, p.provider, "-", "-", "-", f"[red]error: {p.error}[/]", "-")
+            continue
+        rot = p.rotation
+        if rot is not None and rot.state != "done":
+            state = f"[yellow]{rot.state}[/]" + (f" ({rot.error})" if rot.error else "")
+        elif p.due:
+            state = "[yellow]due[/]"
+        elif p.behind:
+            state = "[yellow]behind[/]"
+        else:
+            state = "[green]up to date[/]" + (f" (rotated to v{rot.to_version})" if rot is not None else "")
+        table.add_row(p.name, p.provider, p.primary or "-", _fmt_time(p.last_rotated), _fmt_time(p.next_due),
+                      state, str(p.behind))
+    console().print(table)

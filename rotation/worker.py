@@ -1,0 +1,143 @@
+"""The worker: a sweep of every key, once or on a schedule.
+
+``run_once`` opens the vault and the state database, runs one sweep of the
+engine and closes them: ``keystead worker --once``.
+
+``run_scheduler`` is ``keystead worker``: an APScheduler 3
+``BlockingScheduler`` whose job store is the state database
+(``SQLAlchemyJobStore``), with one interval job (``keystead-sweep``,
+default every 60 minutes, ``max_instances=1``, ``coalesce=True``, a
+misfire grace time). The job is stored by reference
+(``keystead.rotation.worker:scheduled_sweep``) with plain-string arguments,
+so it survives restarts. One scheduler runs per state database: it takes the
+``worker`` lock and a second one exits with RotationBusy.
+
+SIGTERM and SIGINT set a stop flag that the engine checks between batches:
+the current batch is finished and recorded, the scheduler shuts down, and the
+process exits 0. The rotation resumes from its cursor on the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from keystead.errors import RotationError
+from keystead.rotation.engine import Engine, Progress, SweepResult
+from keystead.rotation.state import StateDB
+
+JOB_ID = "keystead-sweep"
+JOB_FUNC = "keystead.rotation.worker:scheduled_sweep"
+log = logging.getLogger("keystead.rotation")
+
+_stop = threading.Event()
+_sweeping = threading.Lock()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@contextmanager
+def opened(config) -> Iterator[tuple[object, StateDB]]:
+    """The vault and its state database (created if missing), closed after."""
+    from keystead.vault import Vault
+
+    state = StateDB.open(config.state_url, create=True)
+    assert state is not None
+    try:
+        with Vault.open(config) as vault:
+            yield vault, state
+    finally:
+        state.close()
+
+
+def run_once(config, *, as_of: datetime | None = None, only: str | None = None, force: bool = False,
+             progress: Progress | None = None, stop: threading.Event | None = None,
+             on_event: Callable[[str, dict], None] | None = None) -> SweepResult:
+    """One sweep over every key (or ``only`` one); the result says what happened to each."""
+    with opened(config) as (vault, state):
+        engine = Engine(vault, state, now=as_of or utcnow(), progress=progress,
+                        stop=stop if stop is not None else _stop, on_event=on_event)
+        if only:
+            return SweepResult([engine.run_key(only, force=force)])
+        return engine.sweep(force=force)
+
+
+def scheduled_sweep(config_path: str, profile: str | None = None, as_of: str | None = None) -> None:
+    """The scheduler's job: load the config afresh, sweep, log the outcome of each key."""
+    from keystead.config import load_config
+
+    if _stop.is_set():
+        return
+    with _sweeping:
+        config = load_config(Path(config_path), profile=profile)
+        when = datetime.fromisoformat(as_of) if as_of else None
+        try:
+            result = run_once(config, as_of=when)
+        except RotationError as exc:
+            log.error("sweep failed: %s", exc)
+            return
+        for r in result.keys:
+            level = logging.WARNING if r.failed else logging.INFO
+            log.log(level, "sweep key=%s outcome=%s state=%s %s", r.key, r.outcome, r.state, r.message)
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event, then: Callable[[], None] | None = None) -> Iterator[None]:
+    """SIGTERM/SIGINT set ``stop`` (and call ``then``) instead of killing the process."""
+
+    def handler(signum, _frame) -> None:
+        log.info("signal %s: finishing the current batch, then exiting", signal.Signals(signum).name)
+        stop.set()
+        if then is not None:
+            then()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def run_scheduler(config, *, interval_minutes: int | None = None, as_of: datetime | None = None) -> None:
+    """``keystead worker``: sweep now and then every interval, until SIGTERM/SIGINT."""
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    settings = config.rotation
+    minutes = interval_minutes or settings.interval_minutes
+    state = StateDB.open(config.state_url, create=True)
+    assert state is not None
+    try:
+        with state.lock("worker", what=f"the keystead worker for {state.where}"):
+            scheduler = BlockingScheduler(
+                jobstores={"default": SQLAlchemyJobStore(engine=state.engine, tablename="keystead_scheduler_jobs")},
+                executors={"default": {"type": "threadpool", "max_workers": 1}},
+                timezone=timezone.utc,
+            )
+            scheduler.add_job(
+                JOB_FUNC, "interval", minutes=minutes, id=JOB_ID, name="keystead rotation sweep",
+                replace_existing=True, max_instances=1, coalesce=True,
+                misfire_grace_time=settings.misfire_grace_seconds, next_run_time=utcnow(),
+                kwargs={"config_path": str(config.path), "profile": config.profile,
+                        "as_of": as_of.isoformat() if as_of else None},
+            )
+            log.info("worker started: sweep every %d min, state %s", minutes, state.where)
+            _stop.clear()
+            with stop_on_signals(_stop, then=lambda: scheduler.shutdown(wait=False)):
+                try:
+                    scheduler.start()
+                except (KeyboardInterrupt, SystemExit):
+                    _stop.set()
+            with _sweeping:  # the job thread finishes its batch first
+                pass
+            log.info("worker stopped cleanly")
+    finally:
+        state.close()

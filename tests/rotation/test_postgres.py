@@ -1,0 +1,69 @@
+"""The state database on PostgreSQL: a throwaway database per test, created and dropped here.
+
+Skips with the reason when the server at 127.0.0.1:5432 is unreachable, unless
+KEYSTEAD_REQUIRE_PG=1 (then it fails).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+
+import pytest
+
+from keystead.errors import RotationError
+from keystead.rotation import state as st
+from tests.rotation.conftest import DUE, make_env
+from tests.rotation.test_engine import _stop_on, key_info, latest, sweep
+
+pytestmark = pytest.mark.pg
+SERVER = os.environ.get("KEYSTEAD_PG_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture
+def pg_url():
+    import psycopg
+
+    admin = SERVER.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("KEYSTEAD_REQUIRE_PG") == "1":
+            pytest.fail(f"PostgreSQL required (KEYSTEAD_REQUIRE_PG=1) but unreachable at {SERVER}: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {SERVER} ({str(exc).strip().splitlines()[0]})")
+    name = f"keystead_test_{secrets.token_hex(4)}"
+    conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{SERVER}/{name}"
+    finally:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        conn.close()
+
+
+def test_rotation_with_state_on_postgresql_resumes(tmp_path, pg_url: str) -> None:
+    env = make_env(tmp_path / "ws", state=pg_url)
+    stop = threading.Event()
+    r = sweep(env, stop=stop, on_event=_stop_on("rewrap", stop, after=2)).keys[0]
+    assert r.outcome == "paused" and r.state == st.REWRAPPING
+    assert sweep(env).keys[0].outcome == "done"
+    assert latest(env).to_version == "2"
+    assert key_info(env).live_versions == ("2",)
+    assert env.check_all_open() == {"2": env.n}
+
+
+def test_advisory_lock_keeps_a_second_worker_out(tmp_path, pg_url: str) -> None:
+    env = make_env(tmp_path / "ws", state=pg_url)
+    state = env.state()
+    before = env.snapshot()
+    with state.lock("rotation:local:main", what="rotation of key main"):
+        r = env.run("worker", "--once", "--as-of", DUE.date().isoformat())
+        assert r.returncode == 8 and "already running in another worker" in r.stderr
+        assert env.snapshot() == before
+    state.close()
+    assert env.run("worker", "--once", "--as-of", DUE.date().isoformat()).returncode == 0
+
+
+def test_missing_postgresql_database_is_one_clear_error(pg_url: str) -> None:
+    with pytest.raises(RotationError, match="does not exist"):
+        st.StateDB.open(pg_url + "_missing")
