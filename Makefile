@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m keystead.demo $(DEMO)
+	$(BIN)/python -m keystead.cli.demo $(DEMO)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -18,7 +18,7 @@ from keystead.audit import AuditLog
 from keystead.config import Config
 from keystead.crypto import open_any, seal
 from keystead.envelope import Envelope, check_name
-from keystead.errors import ConfigError, KeysteadError
+from keystead.errors import ConfigError, DecryptError, KeysteadError
 from keystead.providers import Key, open_key
 from keystead.stores import Store, open_store
 
@@ -106,16 +106,24 @@ class Vault:
             details["slots"] = [s.key for s in envelope.slots]
         return envelope
 
-    def open(self, name: str, envelope: Envelope) -> bytes:
+    def open_envelope(self, name: str, envelope: Envelope) -> bytes:
         # Open under the name it was asked for, not the one the envelope
         # claims: an envelope copied or renamed to another name fails here.
         bound = dataclasses.replace(envelope, vault=self.name, name=name)
-        return open_any(bound, self.opening_keys())
+        try:
+            return open_any(bound, self.opening_keys())
+        except DecryptError:
+            # Say why a key that holds a slot could not even be opened (a key
+            # file with an unsafe mode, say): that is the user's fix.
+            for kc in self.config.keys.values():
+                if kc.name in self.key_errors and envelope.slot(kc.ref) is not None:
+                    raise self.key_errors[kc.name] from None
+            raise
 
     def get(self, name: str) -> bytes:
         check_name(name)
         with self._audited("secrets.get", secret=name):
-            return self.open(name, self.store.get(name))
+            return self.open_envelope(name, self.store.get(name))
 
     def delete(self, name: str) -> None:
         check_name(name)
@@ -139,6 +147,6 @@ class Vault:
         count = 0
         with self._audited("secrets.export") as details:
             for envelope in self.store.iter_envelopes():
-                yield envelope.name, self.open(envelope.name, envelope)
+                yield envelope.name, self.open_envelope(envelope.name, envelope)
                 count += 1
             details["count"] = count

@@ -7,6 +7,7 @@ Every KeysteadError becomes one line on stderr and its family's exit code
 from __future__ import annotations
 
 import sys
+import traceback
 
 import click
 
@@ -23,7 +24,7 @@ class KeysteadGroup(click.Group):
             return super().invoke(ctx)
         except KeysteadError as exc:
             if ctx.obj is not None and ctx.obj.debug:
-                raise
+                traceback.print_exc()
             click.echo(f"keystead: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from pathlib import Path
 
 from dotenv import dotenv_values
 
@@ -14,7 +15,7 @@ from keystead.errors import InputError
 def parse_secrets_file(path: str, fmt: str = "auto") -> dict[str, str]:
     """name -> value from a dotenv file or a JSON object of strings ('-' reads stdin)."""
     try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if fmt == "auto":

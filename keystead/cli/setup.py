@@ -72,7 +72,7 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_
             keyfile.create(key_name)
         with Vault.open(config) as vault:
             vault.audit.append("keys.create", key=f"local:{key_name}")
-            vault.audit.append("vault.init", store=config.store_url)
+            vault.audit.append("vault.init", store=config.store_url.split(":", 1)[0])
     except Exception:
         path.unlink(missing_ok=True)  # leave nothing half-initialised
         raise
