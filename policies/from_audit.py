@@ -1,0 +1,112 @@
+"""``policy from-audit``: the least-privilege policy for what a principal did.
+
+Reads keystead's audit log as JSON lines. Each record is an object with at
+least ``actor`` (the principal), ``action`` (a keystead operation such as
+"secrets.get"), ``key`` (a key reference; may be absent) and ``result``
+("ok", or an error). Only successful records count: a policy should allow
+what was done, not what was tried. Each operation maps to the KMS actions
+it needs in the one table below; the result is an AWS identity policy scoped
+to the key ARNs seen, plus the GCP permissions per CryptoKey.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from .errors import SpecError
+
+#: keystead operation -> (AWS KMS actions, GCP Cloud KMS permissions)
+OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "secrets.get": (("kms:Decrypt",), ("cloudkms.cryptoKeyVersions.useToDecrypt",)),
+    "secrets.set": (("kms:Encrypt", "kms:GenerateDataKey"),
+                    ("cloudkms.cryptoKeyVersions.useToEncrypt",)),
+    "rewrap": (("kms:ReEncryptFrom", "kms:ReEncryptTo"),
+               ("cloudkms.cryptoKeyVersions.useToDecrypt",
+                "cloudkms.cryptoKeyVersions.useToEncrypt")),
+    "keys.rotate": (("kms:RotateKeyOnDemand",),
+                    ("cloudkms.cryptoKeyVersions.create", "cloudkms.cryptoKeys.update")),
+    "keys.retire": (("kms:ScheduleKeyDeletion",), ("cloudkms.cryptoKeyVersions.update",)),
+    "keys.create": (("kms:CreateKey",), ("cloudkms.cryptoKeys.create",)),
+    "keys.describe": (("kms:DescribeKey",), ("cloudkms.cryptoKeys.get",)),
+    "keys.status": (("kms:GetKeyRotationStatus", "kms:ListKeyRotations"),
+                    ("cloudkms.cryptoKeyVersions.list",)),
+    "dr.check": (("kms:DescribeKey",), ("cloudkms.cryptoKeys.get",)),
+    "dr.drill": (("kms:Decrypt", "kms:Encrypt"),
+                 ("cloudkms.cryptoKeyVersions.useToDecrypt",
+                  "cloudkms.cryptoKeyVersions.useToEncrypt")),
+}
+WILDCARD = {"kms:CreateKey"}
+AWS_KEY = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
+GCP_KEY = re.compile(r"^(projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+)")
+
+
+def read_records(path: str | Path) -> list[dict]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise SpecError("--audit", f"cannot read {path}: {exc.strerror}") from exc
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SpecError("--audit", f"invalid JSON: {exc.msg}", line=number,
+                            source=str(path)) from exc
+        if not isinstance(record, dict) or "actor" not in record or "action" not in record:
+            raise SpecError("--audit", "each record needs 'actor' and 'action'", line=number,
+                            source=str(path))
+        records.append(record)
+    return records
+
+
+def propose(records: list[dict], principal: str) -> dict:
+    """The proposal for ``principal``: AWS policy, GCP permissions, what was not mapped."""
+    aws: dict[str, set[str]] = {}
+    gcp: dict[str, set[str]] = {}
+    unmapped: Counter[tuple[str, str, str]] = Counter()
+    used = 0
+    for record in records:
+        if record.get("actor") != principal or record.get("result", "ok") != "ok":
+            continue
+        used += 1
+        operation, key = str(record["action"]), str(record.get("key") or "")
+        if operation not in OPERATIONS:
+            unmapped[(operation, key, "no KMS permission is known for this operation")] += 1
+            continue
+        aws_actions, gcp_permissions = OPERATIONS[operation]
+        gcp_match = GCP_KEY.match(key)
+        if AWS_KEY.match(key) or (not key and set(aws_actions) <= WILDCARD):
+            for action in aws_actions:
+                aws.setdefault("*" if action in WILDCARD else key, set()).add(action)
+        elif gcp_match:
+            gcp.setdefault(gcp_match.group(1), set()).update(gcp_permissions)
+        elif key.startswith(("local:", "age1")):
+            continue  # keystead's own keys: no cloud permission involved
+        else:
+            unmapped[(operation, key, "not a key ARN or CryptoKey name (aliases and bare ids "
+                                      "cannot scope a policy)")] += 1
+    out: dict = {"principal": principal, "records": used}
+    if aws:
+        out["aws_identity_policy"] = _policy(aws)
+    if gcp:
+        out["gcp_permissions"] = {k: sorted(v) for k, v in sorted(gcp.items())}
+    out["unmapped"] = [{"action": a, "key": k, "reason": r, "count": n}
+                       for (a, k, r), n in sorted(unmapped.items())]
+    return out
+
+
+def _policy(by_resource: dict[str, set[str]]) -> dict:
+    statements = []
+    for resource, actions in sorted(by_resource.items()):
+        sid = "WildcardOnlyActions" if resource == "*" else \
+            "Key" + re.sub(r"[^A-Za-z0-9]", "", resource.split(":")[3] + resource.rsplit("/", 1)[1])
+        names = sorted(actions)
+        statements.append({"Sid": sid, "Effect": "Allow",
+                           "Action": names[0] if len(names) == 1 else names,
+                           "Resource": resource})
+    return {"Version": "2012-10-17", "Statement": sorted(statements, key=lambda s: s["Sid"])}

@@ -1,0 +1,57 @@
+"""Findings as SARIF 2.1.0, so code-scanning UIs show them on the policy file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .rules import RULES, Finding
+
+SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+def _uri(path: str) -> str:
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            return p.relative_to(Path.cwd()).as_posix()
+        except ValueError:
+            return p.as_uri()
+    return p.as_posix()
+
+
+def to_sarif(findings: list[Finding], version: str = "0.1.0") -> dict:
+    rule_ids = sorted(RULES)
+    rules = [{
+        "id": rid,
+        "name": RULES[rid].name,
+        "shortDescription": {"text": RULES[rid].summary},
+        "help": {"text": f"{RULES[rid].fix} (iam-rules.md {RULES[rid].source})"},
+        "defaultConfiguration": {"level": RULES[rid].severity},
+    } for rid in rule_ids]
+    results = []
+    for f in findings:
+        location: dict = {"artifactLocation": {"uri": _uri(f.file)}}
+        if f.line:
+            location["region"] = {"startLine": f.line}
+        results.append({
+            "ruleId": f.rule,
+            "ruleIndex": rule_ids.index(f.rule),
+            "level": f.severity,
+            "message": {"text": f"[{f.statement}] {f.message}. Fix: {f.fix}"},
+            "locations": [{"physicalLocation": location}],
+        })
+    return {
+        "$schema": SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "keystead-policy-lint", "version": version,
+                                "informationUri": "https://github.com/keystead/keystead",
+                                "rules": rules}},
+            "results": results,
+        }],
+    }
+
+
+def format_sarif(findings: list[Finding]) -> str:
+    return json.dumps(to_sarif(findings), indent=2, sort_keys=True) + "\n"
