@@ -83,12 +83,13 @@ def test_bad_names_refused_and_nothing_escapes(store, make_env, tmp_path, bad):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_put_many_5000(store, make_env):
-    envs = [make_env(f"S{i:05d}") for i in range(5000)]
-    assert store.put_many(iter(envs)) == 5000
-    assert store.count() == 5000
-    assert store.get("S04321") == envs[4321]
-    assert store.version_counts(KEY) == {"1": 5000}
+def test_put_many_thousands(store, make_env):
+    n = 5000 if isinstance(store, SqliteStore) else 1000  # the dir store is fsync-bound: keep the suite fast
+    envs = [make_env(f"S{i:05d}") for i in range(n)]
+    assert store.put_many(iter(envs)) == n
+    assert store.count() == n
+    assert store.get("S00321") == envs[321]
+    assert store.version_counts(KEY) == {"1": n}
 
 
 def test_iter_envelopes_streams_in_order(store, make_env):
