@@ -281,10 +281,12 @@ class Engine:
         counts = store.version_counts(ref)
         self.progress.start(rot.key, sum(c for v, c in counts.items() if v != to))
         try:
-            while not self.stop.is_set():
+            while True:
+                if self.stop.is_set():
+                    return rot
                 rows = store.slots_behind(ref, to, after=rot.cursor, limit=batch)
                 if not rows:
-                    return self._verify(key, rot)
+                    break
                 results = key.rewrap_many([(Wrapped(r.version, r.wrapped), Context(vault_name, r.secret))
                                            for r in rows])
                 stamp = int(_ts(self.now))
@@ -302,74 +304,77 @@ class Engine:
                             rewrapped=written, unreadable=len(failed),
                             **({"unreadable_secrets": [s for s, _v, _r in failed]} if failed else {}))
                 self.progress.advance(len(rows))
-            return rot
         finally:
             self.progress.finish()
+        return self._verify(key, rot)
 
     def _verify(self, key, rot: Rotation) -> Rotation:
-        from keystead.crypto import open_envelope
-
+        """Open rewrapped envelopes with the key; count check; then drop the backups."""
         ref, to, rid = key.ref, rot.to_version, rot.id
-        store = self.vault.store
         unread = {s for s, _v, _r in self.state.unreadable_slots(rid)}
-        counts = store.version_counts(ref)
+        counts = self.vault.store.version_counts(ref)
         behind = sum(c for v, c in counts.items() if v != to)
         if behind > len(unread):
             return self._another_pass(rot, f"{behind - len(unread)} slot(s) still behind after the pass")
-        n = self.state.backup_count(rid)
-        sample_size = self.settings.verify_sample_size
-        if n > self.settings.verify_sample_above:
-            names = self._sample(rid, n, sample_size)
+        slots = sum(counts.values())
+        if slots > self.settings.verify_sample_above:
+            names = self._sample(rid, self.settings.verify_sample_size)
             mode = f"sample of {len(names)}"
+            envelopes = self._get_each(names)
         else:
-            names = None
             mode = "all"
+            envelopes = self.vault.store.iter_envelopes(batch=2000)
+        checked, bad = self._open_all(key, to, envelopes, unread)
+        if bad:
+            self._restore(key, rot, bad)
+            return self._another_pass(rot, f"{len(bad)} rewrapped envelope(s) failed verification; "
+                                      "their old slots were restored from backup")
+        deleted = self.state.delete_backups(rid)
+        rot = self.state.update(rid, now=self.now, state=VERIFIED, verified=checked,
+                                verified_at=_ts(self.now), error=None)
+        self._event("verify", rot, key=ref, mode=mode, checked=checked, slots=slots, behind=behind,
+                    unreadable=len(unread), backup_batches_deleted=deleted)
+        return rot
+
+    @staticmethod
+    def _open_all(key, to: str, envelopes, unread: set[str]) -> tuple[int, list[tuple[str, str]]]:
+        """Open each envelope's slot of ``key`` (data key, then payload); collect failures."""
+        from keystead.crypto import open_envelope
+
         checked, bad = 0, []
-        for name in names if names is not None else self._all_backed_up(rid):
-            try:
-                env = store.get(name)
-            except NotFoundError:
-                continue  # deleted since it was rewrapped: nothing to verify
-            slot = env.slot(ref)
-            if slot is None:
+        for env in envelopes:
+            slot = env.slot(key.ref)
+            if slot is None or env.name in unread:
                 continue
             try:
                 if slot.version != to:
                     raise DecryptError()
                 open_envelope(env, key)
             except (DecryptError, ProviderError):
-                bad.append((name, slot.version))
+                bad.append((env.name, slot.version))
             checked += 1
-        if bad:
-            self._restore(key, rot, bad)
-            return self._another_pass(rot, f"{len(bad)} rewrapped envelope(s) failed verification; "
-                                      "their old slots were restored from backup")
-        deleted = self.state.delete_backups(rid)
-        rot = self.state.update(rid, now=self.now, state=VERIFIED, verified=checked, rewrapped=n,
-                                verified_at=_ts(self.now), error=None)
-        self._event("verify", rot, key=ref, mode=mode, checked=checked, rewrapped=n, behind=behind,
-                    unreadable=len(unread), backups_deleted=deleted)
-        return rot
+        return checked, bad
 
-    def _all_backed_up(self, rid: int):
-        after = ""
-        while True:
-            page = self.state.backed_up(rid, after=after, limit=5000)
-            if not page:
-                return
-            yield from page
-            after = page[-1]
+    def _get_each(self, names: list[str]):
+        for name in names:
+            try:
+                yield self.vault.store.get(name)
+            except NotFoundError:
+                continue  # deleted since it was rewrapped: nothing to verify
 
-    def _sample(self, rid: int, n: int, k: int) -> list[str]:
-        """k names drawn uniformly from the n backed up (by rank, in pages)."""
-        wanted = sorted(self.rng.sample(range(n), min(k, n)))
-        out, i, pos = [], 0, 0
-        for name in self._all_backed_up(rid):
-            if i < len(wanted) and pos == wanted[i]:
+    def _sample(self, rid: int, k: int) -> list[str]:
+        """About k secrets drawn uniformly from those this rotation rewrapped (reservoir sampling,
+        streamed: memory is O(k), not O(vault)). A secret in a batch redone after a crash may be
+        drawn twice and is checked once."""
+        out: list[str] = []
+        for i, (name, _v, _w) in enumerate(self.state.backup_rows(rid)):
+            if i < k:
                 out.append(name)
-                i += 1
-            pos += 1
-        return out
+            else:
+                j = self.rng.randrange(i + 1)
+                if j < k:
+                    out[j] = name
+        return sorted(set(out))
 
     def _restore(self, key, rot: Rotation, bad: list[tuple[str, str]]) -> None:
         updates = []

@@ -7,10 +7,12 @@ or PostgreSQL (``postgresql+psycopg://...``):
   (``planned -> rotated -> rewrapping -> verified -> retired -> done``), the
   version it rotates from and to, the rewrap cursor (the last secret name
   handled) and the counts. The latest row of a key is its current rotation.
-- ``keystead_backups``: a slot's old wrapped data key, written (and committed)
-  *before* the store overwrites that slot, deleted only once the rotation is
-  verified. The first backup of a slot wins, so a replayed batch never
-  replaces the original with an already-rewrapped blob.
+- ``keystead_backups``: the old wrapped data keys of one rewrap batch, packed
+  in one row (see :func:`pack_backups`), written and committed *before* the
+  store overwrites those slots, deleted only once the rotation is verified.
+  One row per batch, not per slot, keeps the backup off the hot path. A
+  batch redone after a crash adds a row; lookups take the oldest row that
+  holds a secret, so the original blob always wins.
 - ``keystead_unreadable``: slots the key could not open during a rewrap.
   They are reported and skipped, never deleted.
 - ``keystead_lock_owners``: who holds a key's rotation lock, for the message a
@@ -30,6 +32,7 @@ import fcntl
 import hashlib
 import os
 import socket
+import struct
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -76,10 +79,13 @@ rotations = sa.Table(
 )
 backups = sa.Table(
     "keystead_backups", metadata,
-    sa.Column("rotation_id", sa.Integer, primary_key=True),
-    sa.Column("secret", sa.String(255), primary_key=True),
-    sa.Column("old_version", sa.String(128), nullable=False),
-    sa.Column("wrapped", sa.LargeBinary, nullable=False),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rotation_id", sa.Integer, nullable=False),
+    sa.Column("first", sa.String(255), nullable=False),
+    sa.Column("last", sa.String(255), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("slots", sa.LargeBinary, nullable=False),
+    sa.Index("ix_keystead_backups_rotation", "rotation_id", "first"),
 )
 unreadable = sa.Table(
     "keystead_unreadable", metadata,
@@ -266,17 +272,14 @@ class StateDB:
     def save_backups(self, rotation_id: int, rows: Sequence[tuple[str, str, bytes]]) -> None:
         """Keep (secret, old_version, wrapped) of each slot about to be overwritten.
 
-        Committed before returning; a slot already backed up keeps its first
-        (original) blob.
+        ``rows`` are in secret-name order. Committed before returning.
         """
         if not rows:
             return
-        mark = "?" if self.is_sqlite else "%s"
-        sql = (f"INSERT INTO keystead_backups (rotation_id, secret, old_version, wrapped) "
-               f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT DO NOTHING")
-        params = [(rotation_id, s, v, w) for s, v, w in rows]
+        values = dict(rotation_id=rotation_id, first=rows[0][0], last=rows[-1][0], count=len(rows),
+                      slots=pack_backups(rows))
         with self._translate("writing backups"), self.engine.begin() as conn:
-            conn.exec_driver_sql(sql, params)
+            conn.execute(sa.insert(backups).values(**values))
 
     def advance(self, rotation_id: int, *, cursor: str, rewrapped: int,
                 failed: Sequence[tuple[str, str, str]], now: datetime) -> Rotation:
@@ -302,25 +305,40 @@ class StateDB:
             conn.execute(sa.update(rotations).where(rotations.c.id == rotation_id).values(**values))
         return self.get(rotation_id)
 
-    def backup_count(self, rotation_id: int) -> int:
+    def backup_rows(self, rotation_id: int) -> Iterator[tuple[str, str, bytes]]:
+        """Every backed-up (secret, old_version, wrapped) of the rotation, oldest batch first.
+
+        A secret appears more than once if its batch was redone after a crash.
+        """
+        last_id = 0
+        while True:
+            q = (sa.select(backups.c.id, backups.c.slots)
+                 .where(backups.c.rotation_id == rotation_id, backups.c.id > last_id)
+                 .order_by(backups.c.id).limit(20))
+            with self._translate("reading backups"), self.engine.connect() as conn:
+                page = conn.execute(q).all()
+            if not page:
+                return
+            for row_id, blob in page:
+                yield from unpack_backups(bytes(blob))
+                last_id = row_id
+
+    def backup_batches(self, rotation_id: int) -> int:
         q = sa.select(sa.func.count()).select_from(backups).where(backups.c.rotation_id == rotation_id)
         with self._translate("reading backups"), self.engine.connect() as conn:
             return conn.execute(q).scalar_one()
 
-    def backed_up(self, rotation_id: int, *, after: str = "", limit: int = 5000) -> list[str]:
-        """Secret names backed up in this rotation, in name order after ``after``."""
-        q = (sa.select(backups.c.secret).where(backups.c.rotation_id == rotation_id, backups.c.secret > after)
-             .order_by(backups.c.secret).limit(limit))
-        with self._translate("reading backups"), self.engine.connect() as conn:
-            return list(conn.execute(q).scalars())
-
     def backup(self, rotation_id: int, secret: str) -> tuple[str, bytes] | None:
         """The original (version, wrapped) of a slot rewrapped by this rotation."""
-        q = sa.select(backups.c.old_version, backups.c.wrapped).where(
-            backups.c.rotation_id == rotation_id, backups.c.secret == secret)
+        q = (sa.select(backups.c.slots)
+             .where(backups.c.rotation_id == rotation_id, backups.c.first <= secret, backups.c.last >= secret)
+             .order_by(backups.c.id))
         with self._translate("reading backups"), self.engine.connect() as conn:
-            row = conn.execute(q).first()
-        return (row[0], bytes(row[1])) if row else None
+            for (blob,) in conn.execute(q):
+                for name, version, wrapped in unpack_backups(bytes(blob)):
+                    if name == secret:
+                        return version, wrapped
+        return None
 
     def delete_backups(self, rotation_id: int) -> int:
         with self._translate("deleting backups"), self.engine.begin() as conn:
@@ -389,6 +407,35 @@ class StateDB:
                 holder = f" ({row['owner']}, since {since})"
         return RotationBusy(f"{what} is already running in another worker{holder}; "
                             "this one leaves it alone (try again when it has finished)")
+
+
+def pack_backups(rows: Sequence[tuple[str, str, bytes]]) -> bytes:
+    """Slots as bytes: per slot ``u16 len, secret (UTF-8), u8 len, version, u16 len, wrapped``."""
+    parts: list[bytes] = []
+    add = parts.append
+    for secret, version, wrapped in rows:
+        sb, vb = secret.encode(), version.encode()
+        add(_HEAD.pack(len(sb), len(vb), len(wrapped)))
+        add(sb)
+        add(vb)
+        add(wrapped)
+    return b"".join(parts)
+
+
+def unpack_backups(data: bytes) -> Iterator[tuple[str, str, bytes]]:
+    pos, end = 0, len(data)
+    while pos < end:
+        ls, lv, lw = _HEAD.unpack_from(data, pos)
+        pos += _HEAD.size
+        secret = data[pos:pos + ls].decode()
+        pos += ls
+        version = data[pos:pos + lv].decode()
+        pos += lv
+        yield secret, version, data[pos:pos + lw]
+        pos += lw
+
+
+_HEAD = struct.Struct(">HBH")
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection

@@ -54,6 +54,7 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path) -> None:
     as_of = DUE
     kills = completed = 0
     runs = 0
+    killed_in: dict[str, int] = {}
     while kills < KILLS:
         runs += 1
         assert runs < KILLS * 4, "the worker keeps finishing before it can be killed"
@@ -81,6 +82,9 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path) -> None:
         state = env.state()
         rot = state.latest("main")
         state.close()
+        if proc.returncode == -signal.SIGKILL:
+            where = "none" if rot is None else rot.state + ("(mid)" if rot.state == st.REWRAPPING and rot.cursor else "")
+            killed_in[where] = killed_in.get(where, 0) + 1
         if rot is not None and rot.state == st.DONE:
             completed += 1
             as_of = as_of + timedelta(days=100)  # make the key due again: the next kill hits a new rotation
@@ -89,7 +93,7 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path) -> None:
     state = env.state()
     rot = state.latest("main")
     assert rot.state == st.DONE
-    assert state.backup_count(rot.id) == 0
+    assert state.backup_batches(rot.id) == 0
     state.close()
     with env.vault() as vault:
         info = vault.keys["main"].describe()
@@ -99,4 +103,6 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path) -> None:
     versions = env.check_all_open()
     assert versions == {info.primary: N}
     assert kills >= 20
-    print(f"kills={kills} runs={runs} rotations completed under fire={completed} final version={info.primary}")
+    assert killed_in.get("rewrapping(mid)", 0) >= 3, killed_in  # the drill really hit the rewrap loop
+    print(f"kills={kills} runs={runs} rotations completed under fire={completed} "
+          f"final version={info.primary} killed in states={killed_in}")

@@ -52,7 +52,7 @@ def test_full_rotation_rewraps_verifies_and_retires(any_env: Env) -> None:
     info = key_info(any_env)
     assert info.primary == "2" and info.live_versions == ("2",)
     state = any_env.state()
-    assert state.backup_count(rot.id) == 0  # deleted once verified
+    assert state.backup_batches(rot.id) == 0  # deleted once verified
     state.close()
     # the payloads were not touched: only the slots changed
     from keystead.envelope import decode
