@@ -29,6 +29,10 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "keys.rotate": (("kms:RotateKeyOnDemand",),
                     ("cloudkms.cryptoKeyVersions.create", "cloudkms.cryptoKeys.update")),
     "keys.retire": (("kms:ScheduleKeyDeletion",), ("cloudkms.cryptoKeyVersions.update",)),
+    "secrets.export": (("kms:Decrypt",), ("cloudkms.cryptoKeyVersions.useToDecrypt",)),
+    "secrets.import": (("kms:Encrypt", "kms:GenerateDataKey"),
+                       ("cloudkms.cryptoKeyVersions.useToEncrypt",)),
+    "run": (("kms:Decrypt",), ("cloudkms.cryptoKeyVersions.useToDecrypt",)),
     "keys.create": (("kms:CreateKey",), ("cloudkms.cryptoKeys.create",)),
     "keys.describe": (("kms:DescribeKey",), ("cloudkms.cryptoKeys.get",)),
     "keys.status": (("kms:GetKeyRotationStatus", "kms:ListKeyRotations"),
@@ -38,6 +42,8 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                  ("cloudkms.cryptoKeyVersions.useToDecrypt",
                   "cloudkms.cryptoKeyVersions.useToEncrypt")),
 }
+#: Operations that touch no KMS key at all.
+NO_KMS = frozenset({"secrets.rm", "secrets.list", "vault.init", "audit.verify", "demo.seed"})
 WILDCARD = {"kms:CreateKey"}
 AWS_KEY = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 GCP_KEY = re.compile(r"^(projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+)")
@@ -75,6 +81,8 @@ def propose(records: list[dict], principal: str) -> dict:
             continue
         used += 1
         operation, key = str(record["action"]), str(record.get("key") or "")
+        if operation in NO_KMS:
+            continue
         if operation not in OPERATIONS:
             unmapped[(operation, key, "no KMS permission is known for this operation")] += 1
             continue
@@ -87,6 +95,8 @@ def propose(records: list[dict], principal: str) -> dict:
             gcp.setdefault(gcp_match.group(1), set()).update(gcp_permissions)
         elif key.startswith(("local:", "age1")):
             continue  # keystead's own keys: no cloud permission involved
+        elif not key:
+            unmapped[(operation, key, "the record names no key")] += 1
         else:
             unmapped[(operation, key, "not a key ARN or CryptoKey name (aliases and bare ids "
                                       "cannot scope a policy)")] += 1
