@@ -33,7 +33,6 @@ import getpass
 import hashlib
 import json
 import os
-import secrets as _random
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from keystead.errors import AuditError
+from keystead.files import fsync_folder, write_atomic
 
 GENESIS = "0" * 64
 FORBIDDEN_DETAILS = frozenset({"value", "plaintext", "dek", "material", "wrapped"})
@@ -166,7 +166,7 @@ class AuditLog:
         head = self._read_head()
         if size == 0 and head is None:
             self._write_head(0, GENESIS)
-            _fsync_folder(self.path.parent)
+            fsync_folder(self.path.parent)
             head = (0, GENESIS)
         lines: list[str] = []
         repair: list[tuple] = []
@@ -249,22 +249,7 @@ class AuditLog:
         raise AuditError(f"audit head file {self.head_path} is damaged; run keystead audit verify")
 
     def _write_head(self, seq: int, digest: str) -> None:
-        temp = self.head_path.with_name(f"{self.head_path.name}.tmp-{_random.token_hex(4)}")
-        data = json.dumps({"seq": seq, "hash": digest}).encode("ascii") + b"\n"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, self.head_path)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            raise
+        write_atomic(self.head_path, json.dumps({"seq": seq, "hash": digest}).encode("ascii") + b"\n", sync_folder=False)
 
     def _lines(self) -> Iterator[tuple[int, bytes]]:
         try:
@@ -377,11 +362,3 @@ def _timestamp(now: datetime) -> str:
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     return now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -32,6 +32,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keystead.envelope import Context
+from keystead.files import write_atomic
 from keystead.errors import DecryptError, InputError, KeyFileError, NotFoundError, ProviderError
 from keystead.providers.base import ENABLED, RETIRED, Key, KeyInfo, KeyVersion, Wrapped
 
@@ -137,23 +138,9 @@ class LocalKeyFile:
             },
         }
         data = (json.dumps(doc, indent=2) + "\n").encode()
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_atomic(self.path, data)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             raise KeyFileError(f"cannot write key file {self.path}: {exc.strerror}") from exc
 
     def create(self, name: str, *, now: datetime | None = None) -> None:

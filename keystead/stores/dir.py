@@ -21,21 +21,19 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets as _random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from keystead.envelope import Envelope, Slot, check_name, decode, encode
+from keystead.files import MAX_FILE_NAME, TEMP_MARK, fsync_folder, write_atomic
 from keystead.errors import FormatError, InputError, NotFoundError, StoreError
 from keystead.stores.base import SlotRow, SlotUpdate
 
 SUFFIX = ".json"
-TEMP_MARK = ".tmp-"
 STALE_TEMP_SECONDS = 300
 """A temp file older than this belongs to a writer that died; younger ones may be live."""
-MAX_FILE_NAME = 255
 MAX_NAME = MAX_FILE_NAME - len(SUFFIX)
 
 
@@ -203,44 +201,17 @@ class DirStore:
         return env
 
     def _write(self, target: Path, data: bytes, *, sync_folder: bool = True) -> None:
-        """Replace ``target`` with ``data`` atomically (temp file, fsync, rename, fsync folder).
-
-        A batch passes ``sync_folder=False`` and syncs the folder once at its end:
-        each file is still old-or-new after a crash; the rename is durable once
-        the folder is synced.
-        """
-        prefix = "." + target.name[: MAX_FILE_NAME - 1 - len(TEMP_MARK) - 8]
-        temp = target.with_name(f"{prefix}{TEMP_MARK}{_random.token_hex(4)}")
+        """Replace ``target`` atomically; a batch passes ``sync_folder=False`` and
+        syncs the folder once at its end (each file is still old-or-new after a
+        crash; the renames are durable once the folder is synced)."""
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            write_atomic(target, data, sync_folder=sync_folder)
         except OSError as exc:
             raise _store_error(exc, target, "writing") from exc
-        try:
-            try:
-                os.fchmod(fd, 0o600)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, target)
-        except OSError as exc:
-            _remove_quietly(temp)
-            raise _store_error(exc, target, "writing") from exc
-        except BaseException:
-            _remove_quietly(temp)
-            raise
-        if sync_folder:
-            self._sync_folder()
 
     def _sync_folder(self) -> None:
         try:
-            fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_folder(self._root)
         except OSError as exc:
             raise _store_error(exc, self.path, "syncing") from exc
 
@@ -271,13 +242,6 @@ class DirStore:
                         continue  # another process got there first, or it is not ours to remove
         except OSError as exc:
             raise _store_error(exc, self.path, "listing") from exc
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _store_error(exc: OSError, path: Path, doing: str) -> StoreError:
