@@ -36,6 +36,7 @@ Every step and every batch is one record in the audit log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -52,7 +53,6 @@ from keystead.errors import (
     ProviderError,
     RotationBusy,
     RotationError,
-    StoreError,
 )
 from keystead.providers.base import Wrapped
 from keystead.rotation import planner
@@ -182,11 +182,12 @@ class Engine:
             return KeyResult(name, "busy", message=str(exc))
         except StateDBError:
             raise  # the state database itself: no key can rotate, stop the sweep
-        except (ProviderError, StoreError, RotationError) as exc:
+        except KeysteadError as exc:  # provider, store, audit, verification: this key only
             latest = self._safe_latest(name)
             if latest is not None and latest.active:
                 self._safe_update(latest.id, error=str(exc))
-            self._event("pause", latest, key=kc.ref, result="error", reason=str(exc))
+            with contextlib.suppress(KeysteadError):
+                self._event("pause", latest, key=kc.ref, result="error", reason=str(exc))
             return KeyResult(name, "failed", state=latest.state if latest else None,
                              message=f"rotation of key {name} paused: {exc}")
 

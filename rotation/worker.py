@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from keystead.errors import RotationError
+from keystead.errors import KeysteadError
 from keystead.rotation.engine import Engine, Progress, SweepResult
 from keystead.rotation.state import StateDB
 
@@ -76,11 +76,11 @@ def scheduled_sweep(config_path: str, profile: str | None = None, as_of: str | N
     if _stop.is_set():
         return
     with _sweeping:
-        config = load_config(Path(config_path), profile=profile)
-        when = datetime.fromisoformat(as_of) if as_of else None
         try:
+            config = load_config(Path(config_path), profile=profile)
+            when = datetime.fromisoformat(as_of) if as_of else None
             result = run_once(config, as_of=when)
-        except RotationError as exc:
+        except KeysteadError as exc:
             log.error("sweep failed: %s", exc)
             return
         for r in result.keys:

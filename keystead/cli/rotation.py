@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -43,11 +44,23 @@ def _interactive() -> bool:
     return sys.stderr.isatty()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the record (CliRunner swaps it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _setup_logging() -> None:
     logger = logging.getLogger("keystead.rotation")
-    if logger.handlers:
+    if any(isinstance(h, _StderrHandler) for h in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s level=%(levelname)s %(message)s",
                                            datefmt="%Y-%m-%dT%H:%M:%S%z"))
     logger.addHandler(handler)
@@ -180,8 +193,6 @@ def rotate(app: App, key: str | None, dry_run: bool, force: bool, as_of: str | N
     from keystead.rotation.worker import run_once, stop_on_signals
 
     _setup_logging()
-    import threading
-
     stop = threading.Event()
     with stop_on_signals(stop):
         result = run_once(app.config, as_of=when, only=key, force=force, progress=_progress(), stop=stop)
@@ -205,8 +216,6 @@ def worker(app: App, once: bool, as_of: str | None, interval: int | None, as_jso
     if not once:
         run_scheduler(config, interval_minutes=interval, as_of=when)
         return
-    import threading
-
     stop = threading.Event()
     with stop_on_signals(stop):
         result = run_once(config, as_of=when, progress=_progress(), stop=stop)

@@ -1,0 +1,108 @@
+"""One measured rotation in its own process, so its peak RSS is its own.
+
+``python -m benchmarks.rewrap seed FOLDER N STORE`` creates a workspace with N
+secrets under local:main (sealed 120 days ago), streamed into the store with
+``put_many`` (the vault is never held in memory).
+``python -m benchmarks.rewrap rotate FOLDER`` runs the real engine on it
+(rotate, rewrap, verify, retire) and prints one JSON line: rewrap rate, phase
+times, the share of rewrap time spent in the store and in the state
+database, and the peak RSS of the process.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+CONFIG = """[vault]
+name = "bench"
+store = "{store}"
+[keys.main]
+ref = "local:main"
+[rotation]
+grace_days = 0
+batch_size = {batch}
+"""
+
+
+def seed(folder: Path, n: int, store: str, batch: int = 5000) -> None:
+    from keystead.config import load_config
+    from keystead.crypto import seal
+    from keystead.providers.local import LocalKeyFile
+    from keystead.vault import Vault
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "keystead.toml").write_text(CONFIG.format(store=store, batch=batch))
+    config = load_config(folder / "keystead.toml")
+    then = datetime.now(timezone.utc) - timedelta(days=120)
+    LocalKeyFile(config.key_file).create("main", now=then)
+    with Vault.open(config) as vault:
+        key = vault.keys["main"]
+        vault.store.put_many(seal("bench", f"S{i:08d}", b"v%08d" % i, [key], now=then) for i in range(n))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+
+    def wrap(self, obj, names: tuple[str, ...], bucket: str) -> None:
+        for name in names:
+            fn = getattr(obj, name)
+
+            def timed(*a, _fn=fn, **k):
+                t = time.perf_counter()
+                try:
+                    return _fn(*a, **k)
+                finally:
+                    self.spent[bucket] = self.spent.get(bucket, 0.0) + time.perf_counter() - t
+
+            setattr(obj, name, timed)
+
+
+class _Phase:
+    def start(self, key: str, total: int) -> None:
+        self.t0, self.total = time.perf_counter(), total
+
+    def advance(self, n: int) -> None: ...
+
+    def finish(self) -> None:
+        self.seconds = time.perf_counter() - self.t0
+
+
+def rotate(folder: Path) -> dict:
+    from keystead.config import load_config
+    from keystead.rotation.engine import Engine
+    from keystead.rotation.state import StateDB
+    from keystead.vault import Vault
+
+    config = load_config(folder / "keystead.toml")
+    clock, phase = _Clock(), _Phase()
+    state = StateDB.open(config.state_url)
+    with Vault.open(config) as vault:
+        n = vault.store.count()
+        clock.wrap(vault.store, ("slots_behind", "replace_slots"), "store")
+        clock.wrap(state, ("save_backups", "advance"), "state")
+        clock.wrap(vault.keys["main"], ("rewrap_many",), "crypto")
+        t = time.perf_counter()
+        result = Engine(vault, state, now=datetime.now(timezone.utc), progress=phase).run_key("main")
+        total = time.perf_counter() - t
+    state.close()
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "n": n, "outcome": result.outcome, "total_s": total, "rewrap_s": phase.seconds,
+        "rate": n / phase.seconds, "store_share": clock.spent.get("store", 0) / phase.seconds,
+        "state_share": clock.spent.get("state", 0) / phase.seconds,
+        "crypto_share": clock.spent.get("crypto", 0) / phase.seconds, "peak_rss_mb": rss_kb / 1024,
+    }
+
+
+if __name__ == "__main__":
+    cmd, folder = sys.argv[1], Path(sys.argv[2])
+    if cmd == "seed":
+        seed(folder, int(sys.argv[3]), sys.argv[4])
+    else:
+        print(json.dumps(rotate(folder)))

@@ -1,0 +1,212 @@
+"""`make bench`: measure rotation side by side with its baselines, write docs/benchmarks.md.
+
+    python -m benchmarks.run --out docs/benchmarks.md [--quick]
+
+Each measured rotation runs in its own process (seeded by another), so peak
+RSS is that rotation's alone. Baselines are measured in the same run on the
+same machine: raw single-core AES-GCM rewrap of 32-byte keys, a bare
+write-temp+fsync+rename loop, and sops rotating age-encrypted files.
+Benchmarks are not tests: nothing here asserts; the report says which targets
+were met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks import baselines
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _child(*args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.rewrap", *args], check=True, capture_output=True,
+                         text=True, env=env, cwd=REPO)
+    return out.stdout
+
+
+def measure_rotation(n: int, store: str) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix=f"keystead-bench-{n}-"))
+    try:
+        t = time.perf_counter()
+        _child("seed", str(folder), str(n), store)
+        seeded = time.perf_counter() - t
+        result = json.loads(_child("rotate", str(folder)))
+        result["seed_s"] = seeded
+        if store.startswith("dir:"):
+            files = list((folder / store[4:]).glob("*.json"))
+            result["file_bytes"] = sum(f.stat().st_size for f in files[:100]) // max(1, min(100, len(files)))
+        return result
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.platform()}, {os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="docs/benchmarks.md")
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not the reported figures)")
+    args = ap.parse_args(argv)
+    sizes = [2_000, 10_000] if args.quick else [10_000, 100_000, 1_000_000]
+    n_dir = 300 if args.quick else 2_000
+    n_sops = 20 if args.quick else 200
+
+    def log(msg: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    started = datetime.now(timezone.utc)
+    log("raw AES-GCM rewrap, one core")
+    raw = baselines.aes_gcm_rewrap_rate(50_000 if args.quick else 300_000)
+    sqlite = []
+    for n in sizes:
+        log(f"sqlite store: rotate {n:,} envelopes")
+        sqlite.append(measure_rotation(n, "sqlite:///.keystead/vault.db"))
+        log(f"  {sqlite[-1]['rate']:,.0f}/s, peak {sqlite[-1]['peak_rss_mb']:.0f} MB")
+    log(f"dir store: rotate {n_dir:,} envelope files")
+    dir_run = measure_rotation(n_dir, "dir:secrets")
+    with tempfile.TemporaryDirectory(prefix="keystead-bench-fsync-") as tmp:
+        log("bare write-temp+fsync+rename loop")
+        bare = baselines.fsync_loop_rate(Path(tmp), n_dir, dir_run.get("file_bytes", 600))
+    log(f"keystead dir store at the sops count ({n_sops})")
+    dir_small = measure_rotation(n_sops, "dir:secrets")
+    sqlite_small = measure_rotation(n_sops, "sqlite:///.keystead/vault.db")
+    log(f"sops rotate -i on {n_sops} age-encrypted files")
+    sops = baselines.sops_rotate_rate(n_sops)
+    report = render(started, raw, sqlite, dir_run, bare, dir_small, sqlite_small, sops, quick=args.quick)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(report)
+    log(f"wrote {args.out}")
+    return 0
+
+
+def _yes(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def render(started, raw, sqlite, dir_run, bare, dir_small, sqlite_small, sops, *, quick: bool) -> str:
+    big = sqlite[-1]
+    best = max(r["rate"] for r in sqlite)
+    rss_series = " -> ".join(f"{r['peak_rss_mb']:.0f}" for r in sqlite)
+    lines = [
+        "# keystead benchmarks",
+        "",
+        f"Measured {started:%Y-%m-%d %H:%M} UTC by `python -m benchmarks.run{' --quick' if quick else ''}` "
+        "(`make bench`) on:",
+        "",
+        f"- {machine()}",
+        "",
+        "Every figure below comes from this one run; baselines were measured on the same machine in the",
+        "same run. Rotation = the real engine (`keystead.rotation.engine`): rotate the local key, rewrap",
+        "every slot in batches (read behind slots, `rewrap_many`, backup committed to the state db,",
+        "compare-and-swap `replace_slots`, cursor), verify, retire. The *rewrap rate* is slots per second",
+        "over the rewrap loop; *total* adds rotate, verify (full below 200,000 slots, a 10,000 sample",
+        "above it plus the full count check) and retire. Peak RSS is the rotating process's own",
+        "(`ru_maxrss`), each size in a fresh process.",
+        "",
+        "## Local rewrap on the SQLite store",
+        "",
+        f"Raw single-core AES-256-GCM rewrap of 32-byte keys (unwrap + wrap, fresh nonce): **{raw:,.0f}/s**.",
+        "",
+        "| envelopes | rewrap rate | x raw AES-GCM | rewrap s | total s | store share | state db share | "
+        "crypto share | peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sqlite:
+        lines.append(
+            f"| {r['n']:,} | {r['rate']:,.0f}/s | {r['rate'] / raw:.2f} | {r['rewrap_s']:.2f} | {r['total_s']:.2f} | "
+            f"{r['store_share']:.0%} | {r['state_share']:.0%} | {r['crypto_share']:.0%} | {r['peak_rss_mb']:.0f} MB |"
+        )
+    lines += [
+        "",
+        "Shares are of the rewrap loop's time: *store* = `slots_behind` + `replace_slots` (SQLite reads and",
+        "the compare-and-swap update), *state db* = the backup row and the cursor commit, *crypto* =",
+        "`rewrap_many` (AES-GCM unwrap + wrap and its Python loop); the rest is the engine's own per-slot",
+        "work (building the batch), audit records and progress.",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+        f"| >= 100,000 envelopes/s (2 cores) | {best:,.0f}/s (one process) | {_yes(best >= 100_000)} |",
+        f"| >= 0.25 x raw AES-GCM rewrap ({0.25 * raw:,.0f}/s) | {best / raw:.2f} x | {_yes(best >= 0.25 * raw)} |",
+        f"| < 150 MB peak RSS at {big['n']:,} | {big['peak_rss_mb']:.0f} MB | {_yes(big['peak_rss_mb'] < 150)} |",
+        f"| RSS flat as the vault grows | {rss_series} MB | "
+        f"{_yes(big['peak_rss_mb'] < 1.5 * sqlite[0]['peak_rss_mb'] + 20)} |",
+        "",
+        "## Dir store (one file per envelope, fsync bound)",
+        "",
+        "| | files | rate |",
+        "|---|---:|---:|",
+        f"| keystead rotation, dir store | {dir_run['n']:,} | {dir_run['rate']:,.0f} files/s |",
+        f"| bare write-temp + fsync + rename loop (~{dir_run.get('file_bytes', 0)} B files) | {dir_run['n']:,} | "
+        f"{bare:,.0f} files/s |",
+        "",
+        f"keystead / bare loop = **{dir_run['rate'] / bare:.2f}** (target: within 2x, i.e. >= 0.5: "
+        f"{_yes(dir_run['rate'] >= 0.5 * bare)}).",
+        "",
+        "## The same rotation with sops",
+        "",
+    ]
+    if sops is None:
+        lines.append("sops was not found (install the `bench` extra: `pip install -e '.[bench]'`); not measured.")
+    else:
+        lines += [
+            f"{sops['version']}, `sops rotate -i FILE` per file (one process per file, which is how sops rotates),",
+            f"age recipients, {sops['n']} files; keystead rotating the same number of envelopes:",
+            "",
+            "| | envelopes | rate | keystead / sops |",
+            "|---|---:|---:|---:|",
+            f"| sops rotate -i | {sops['n']} | {sops['rate']:,.1f} files/s | 1 |",
+            f"| keystead, dir store (rewrap loop) | {dir_small['n']} | {dir_small['rate']:,.0f}/s | "
+            f"**{dir_small['rate'] / sops['rate']:,.0f}x** |",
+            f"| keystead, dir store (whole rotation incl. verify) | {dir_small['n']} | "
+            f"{dir_small['n'] / dir_small['total_s']:,.0f}/s | **{dir_small['n'] / dir_small['total_s'] / sops['rate']:,.0f}x** |",
+            f"| keystead, SQLite store (rewrap loop) | {sqlite_small['n']} | {sqlite_small['rate']:,.0f}/s | "
+            f"**{sqlite_small['rate'] / sops['rate']:,.0f}x** |",
+            "",
+            "Not the same work, and the table does not pretend it is: sops re-encrypts each file's data key",
+            "to its age recipients (X25519) and rewrites the file; keystead rewraps each data key under a",
+            "new local AES key version (the cheap operation rotation needs), keeps the payload, and adds",
+            "backups, verification and an audit trail. The ratio is what a team rotating N secrets",
+            "would see.",
+        ]
+    lines += [
+        "",
+        "## Reading these numbers",
+        "",
+        "- The rewrap loop runs in one process and one thread. The >= 100,000/s target assumes both cores;",
+        "  this engine does not yet split a key's rewrap across processes, which is what the table's",
+        "  shares say would be needed (see docs/rotation.md, Performance).",
+        "- Peak RSS grows with the vault although nothing is loaded whole (batches stream); the",
+        "  likeliest cause, not yet confirmed, is SQLite's page caches filling up to their caps (the",
+        "  store sets 32 MB) plus the WAL index: growth is bounded, not linear (10x the envelopes from",
+        "  100k to 1M added about a third to the peak).",
+        "- Estimated times in `keystead rotate --dry-run` use `keystead.rotation.planner.REWRAP_RATES`",
+        "  (local: 100,000/s), which is optimistic against the figures above on this machine.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
