@@ -17,7 +17,7 @@ from pathlib import Path
 from . import aws, gcp
 from .document import Document, Statement, parse
 from .generate import render
-from .rules import Finding, finding
+from .rules import Finding, finding, shorten
 from .spec import Spec
 
 
@@ -77,10 +77,9 @@ def _identity(doc: Document, want: Document, name: str) -> list[Finding]:
         extra = sorted({(a, r) for a, r in _pairs(stmt)
                         if not any(a == wa and fnmatch.fnmatchcase(r, wr) for wa, wr in allowed)})
         if extra:
-            shown = ", ".join(f"{a} on {r}" for a, r in extra[:3])
-            more = f" (+{len(extra) - 3} more)" if len(extra) > 3 else ""
+            shown = shorten([f"{a} on {r}" for a, r in extra], most=3)
             out.append(finding("KS021", doc.path, stmt.label,
-                               f"grants {shown}{more}: the spec gives principal {name!r} no such "
+                               f"grants {shown}: the spec gives principal {name!r} no such "
                                f"permission", doc.line_of(stmt)))
     return out
 
@@ -104,9 +103,8 @@ def _key_policy(doc: Document, want: Document, name: str) -> list[Finding]:
             extra = sorted(stmt.actions - expected.get(principal, set()))
             if extra:
                 out.append(finding("KS021", doc.path, stmt.label,
-                                   f"{principal} may {', '.join(extra[:4])}"
-                                   + (f" (+{len(extra) - 4} more)" if len(extra) > 4 else "")
-                                   + f" on key {name!r}; the spec does not grant it",
+                                   f"{principal} may {shorten(extra)} on key {name!r}; "
+                                   f"the spec does not grant it",
                                    doc.line_of(stmt)))
     return out
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 from . import actions as A
 from .aws_roles import TAG_KEY, Group, role_groups, service_grant_group
 from .errors import SpecError
-from .spec import Aws, Key, Principal, Spec
+from .spec import Aws, Key, Principal, Spec, key_arn_problem
 
 VERSION = "2012-10-17"
 DESTRUCTIVE = ("kms:DisableKey", "kms:PutKeyPolicy", "kms:ScheduleKeyDeletion")
@@ -29,10 +29,18 @@ def with_arns(spec: Spec, arns: Mapping[str, str] | None) -> Spec:
     """The spec with ARNs filled in for keys the stack created."""
     if not arns:
         return spec
+    by_name = {k.name: k for k in spec.keys}
+    for name, arn in sorted(arns.items()):
+        key = by_name.get(name)
+        problem = ("is not declared in the spec" if key is None else
+                   "is a GCP key" if key.cloud != "aws" else
+                   key_arn_problem(arn, key.multi_region))
+        if problem:
+            raise SpecError(f"--key-arn {name}", problem)
     keys = []
     for key in spec.keys:
         arn = arns.get(key.name)
-        if arn and key.cloud == "aws":
+        if arn:
             region, account = arn.split(":")[3], arn.split(":")[4]
             key = replace(key, arn=arn, region=region, account=account)
         keys.append(key)

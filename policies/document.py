@@ -17,6 +17,7 @@ from typing import Any
 from . import actions as A
 from .errors import LintInputError
 from .locate import json_statement_line
+from .shape import check_shape
 
 ROOT = re.compile(r"^(arn:aws[a-z-]*:iam::\d{12}:root|\d{12})$")
 
@@ -82,10 +83,13 @@ class Statement:
                                     tuple(str(v).lower() for v in _list(value))))
         return out
 
-    def has_condition(self, key: str, value: str | None = None) -> bool:
+    def has_condition(self, key: str, value: str | None = None, *,
+                      positive: bool = False) -> bool:
+        """A condition on ``key`` (with ``value``); ``positive``: not a Not/negated operator."""
         key = key.lower()
         return any(name == key and (value is None or value.lower() in values)
-                   for _, name, values in self.conditions)
+                   and not (positive and "not" in operator.lower())
+                   for operator, name, values in self.conditions)
 
     @property
     def root_only(self) -> bool:
@@ -116,17 +120,20 @@ class Document:
 
 
 def classify(data: Any) -> str | None:
+    """The kind of a parsed document (a trust policy is the one with a Principal *and*
+    sts:AssumeRole*: an identity policy may allow assuming roles)."""
     if not isinstance(data, dict):
         return None
     if "Statement" in data:
         raw = data["Statement"]
         statements = [s for s in (raw if isinstance(raw, list) else [raw]) if isinstance(s, dict)]
-        patterns = [str(a).lower() for s in statements for a in _list(s.get("Action"))]
+        with_principal = [s for s in statements if "Principal" in s or "NotPrincipal" in s]
+        if not with_principal:
+            return "identity"
+        patterns = [str(a).lower() for s in with_principal for a in _list(s.get("Action"))]
         if any(p.startswith("sts:assumerole") for p in patterns):
             return "trust"
-        if any("Principal" in s or "NotPrincipal" in s for s in statements):
-            return "key-policy"
-        return "identity"
+        return "key-policy"
     if "bindings" in data:
         return "gcp-policy"
     if "includedPermissions" in data:
@@ -148,8 +155,18 @@ def parse(text: str, path: str = "<input>") -> Document:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LintInputError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise LintInputError(f"{path}: invalid JSON: nested too deeply") from exc
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LintInputError(f"{path}: invalid JSON: a string holds a lone surrogate "
+                             f"(\\u{ord(exc.object[exc.start]):04x})") from exc
     kind = classify(data)
     if kind is None:
         raise LintInputError(f"{path}: not an IAM policy, key policy, trust policy or GCP IAM "
                              f"policy (no Statement, bindings or includedPermissions)")
+    problem = check_shape(data, kind)
+    if problem:
+        raise LintInputError(f"{path}: {problem}")
     return Document(path=path, text=text, data=data, kind=kind)

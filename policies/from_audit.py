@@ -45,6 +45,7 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 #: Operations that touch no KMS key at all.
 NO_KMS = frozenset({"secrets.rm", "secrets.list", "vault.init", "audit.verify", "demo.seed"})
 WILDCARD = {"kms:CreateKey"}
+DELETION = "kms:ScheduleKeyDeletion"
 AWS_KEY = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 GCP_KEY = re.compile(r"^(projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+)")
 
@@ -70,8 +71,11 @@ def read_records(path: str | Path) -> list[dict]:
     return records
 
 
-def propose(records: list[dict], principal: str) -> dict:
-    """The proposal for ``principal``: AWS policy, GCP permissions, what was not mapped."""
+def propose(records: list[dict], principal: str, *, min_deletion_window_days: int = 30) -> dict:
+    """The proposal for ``principal``: AWS policy, GCP permissions, what was not mapped.
+
+    ScheduleKeyDeletion comes with its minimum waiting period (iam-rules.md rule 8),
+    like every generated policy; the audit log does not record the window used."""
     aws: dict[str, set[str]] = {}
     gcp: dict[str, set[str]] = {}
     unmapped: Counter[tuple[str, str, str]] = Counter()
@@ -102,7 +106,7 @@ def propose(records: list[dict], principal: str) -> dict:
                                       "cannot scope a policy)")] += 1
     out: dict = {"principal": principal, "records": used}
     if aws:
-        out["aws_identity_policy"] = _policy(aws)
+        out["aws_identity_policy"] = _policy(aws, min_deletion_window_days)
     if gcp:
         out["gcp_permissions"] = {k: sorted(v) for k, v in sorted(gcp.items())}
     out["unmapped"] = [{"action": a, "key": k, "reason": r, "count": n}
@@ -110,13 +114,24 @@ def propose(records: list[dict], principal: str) -> dict:
     return out
 
 
-def _policy(by_resource: dict[str, set[str]]) -> dict:
+def _policy(by_resource: dict[str, set[str]], window_days: int) -> dict:
     statements = []
     for resource, actions in sorted(by_resource.items()):
         sid = "WildcardOnlyActions" if resource == "*" else \
             "Key" + re.sub(r"[^A-Za-z0-9]", "", resource.split(":")[3] + resource.rsplit("/", 1)[1])
-        names = sorted(actions)
-        statements.append({"Sid": sid, "Effect": "Allow",
-                           "Action": names[0] if len(names) == 1 else names,
-                           "Resource": resource})
+        plain = sorted(actions - {DELETION})
+        if plain:
+            statements.append(_statement(sid, plain, resource))
+        if DELETION in actions:
+            statements.append(_statement(sid + "DeletionWindow", [DELETION], resource, {
+                "NumericGreaterThanEquals": {
+                    "kms:ScheduleKeyDeletionPendingWindowInDays": str(window_days)}}))
     return {"Version": "2012-10-17", "Statement": sorted(statements, key=lambda s: s["Sid"])}
+
+
+def _statement(sid: str, names: list[str], resource: str, condition: dict | None = None) -> dict:
+    out: dict = {"Sid": sid, "Effect": "Allow", "Action": names[0] if len(names) == 1 else names,
+                 "Resource": resource}
+    if condition:
+        out["Condition"] = condition
+    return out

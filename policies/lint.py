@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from .document import Document, read
+from .errors import LintInputError
 from .lint_aws import lint_aws
 from .lint_gcp import lint_gcp
 from .rules import Finding
@@ -19,7 +20,13 @@ from .rules import Finding
 def expand_paths(paths: list[str | Path]) -> list[Path]:
     out: list[Path] = []
     for path in map(Path, paths):
-        out += sorted(path.rglob("*.json")) if path.is_dir() else [path]
+        if not path.is_dir():
+            out.append(path)
+            continue
+        found = sorted(path.rglob("*.json"))
+        if not found:  # a wrong directory must not pass as a clean one
+            raise LintInputError(f"{path}: no *.json files to lint")
+        out += found
     return out
 
 

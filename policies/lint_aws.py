@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterator
 
 from . import actions as A
 from .document import Document, Statement
-from .rules import Finding, finding
+from .rules import Finding, finding, shorten
 
 
 def lint_aws(doc: Document) -> list[Finding]:
@@ -22,11 +23,6 @@ def lint_aws(doc: Document) -> list[Finding]:
     return out
 
 
-def _short(names) -> str:
-    names = sorted(names)
-    return ", ".join(names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
-
-
 def _statement_rules(doc: Document, stmt: Statement) -> Iterator[tuple[str, str]]:
     if not stmt.allow:
         return
@@ -38,7 +34,7 @@ def _statement_rules(doc: Document, stmt: Statement) -> Iterator[tuple[str, str]
     if doc.kind == "identity" and "*" in stmt.resources:
         scoped = {a for a in granted if a.startswith("kms:") and a not in A.WILDCARD_ONLY}
         if scoped:
-            yield "KS002", f"Resource \"*\" on actions that take a key ARN: {_short(scoped)}"
+            yield "KS002", f"Resource \"*\" on actions that take a key ARN: {shorten(scoped)}"
     if stmt.has_condition("kms:BypassPolicyLockoutSafetyCheck", "true"):
         yield "KS004", "allows kms:BypassPolicyLockoutSafetyCheck"
     for pattern in stmt.patterns:
@@ -51,9 +47,9 @@ def _statement_rules(doc: Document, stmt: Statement) -> Iterator[tuple[str, str]
     if "kms:CreateGrant" in granted and not stmt.has_condition("kms:GrantIsForAWSResource", "true"):
         yield "KS007", "kms:CreateGrant without kms:GrantIsForAWSResource true"
     if "*" in stmt.principals and doc.kind == "key-policy":
-        if not stmt.has_condition("kms:CallerAccount"):
+        if not stmt.has_condition("kms:CallerAccount", positive=True):
             yield "KS008", "Principal \"*\" without kms:CallerAccount: any AWS account"
-        elif not stmt.has_condition("kms:ViaService"):
+        elif not stmt.has_condition("kms:ViaService", positive=True):
             yield "KS009", "Principal \"*\" without kms:ViaService"
     for operator, name, _ in stmt.conditions:
         if operator.lower().startswith("forallvalues:") and name.startswith("kms:encryptioncontext"):
@@ -61,7 +57,7 @@ def _statement_rules(doc: Document, stmt: Statement) -> Iterator[tuple[str, str]
     if any(name.startswith("kms:encryptioncontext") for _, name, _ in stmt.conditions):
         unsupported = {a for a in granted if a.startswith("kms:")} - A.ENCRYPTION_CONTEXT_ACTIONS
         if unsupported:
-            yield "KS011", f"encryption context condition on {_short(unsupported)}"
+            yield "KS011", f"encryption context condition on {shorten(unsupported)}"
     if "kms:ScheduleKeyDeletion" in granted and \
             not stmt.has_condition("kms:ScheduleKeyDeletionPendingWindowInDays"):
         yield "KS012", "kms:ScheduleKeyDeletion with any waiting period"
@@ -102,52 +98,54 @@ def _lockout(doc: Document, statements: list[Statement]) -> list[Finding]:
                     "nobody can change this key policy: the key is unmanageable")]
 
 
-def _duties(doc: Document, label: str, stmts: list[Statement], granted: set[str]) -> list[Finding]:
-    admin, crypto = granted & A.ADMIN_ACTIONS, granted & A.CRYPTO_ACTIONS
-    if not (admin and crypto):
-        return []
-    first = next(s for s in stmts if s.actions & A.ADMIN_ACTIONS)
-    return [finding("KS005", doc.path, first.label,
-                    f"{label} both administers ({_short(admin)}) and uses ({_short(crypto)}) "
-                    f"the key", doc.line_of(first))]
-
-
 def _key_policy_duties(doc: Document, statements: list[Statement]) -> list[Finding]:
-    by_principal: dict[str, tuple[list[Statement], set[str]]] = {}
+    by_principal: dict[str, list[Statement]] = {}
     for stmt in statements:
-        if not stmt.allow or stmt.root_only:
-            continue
-        for principal in stmt.principals:
-            stmts, granted = by_principal.setdefault(principal, ([], set()))
-            stmts.append(stmt)
-            granted |= stmt.actions
+        if stmt.allow and not stmt.root_only:
+            for principal in stmt.principals:
+                by_principal.setdefault(principal, []).append(stmt)
     out = []
-    for principal, (stmts, granted) in sorted(by_principal.items()):
-        out += _duties(doc, f"principal {principal}", stmts, granted)
+    for principal, stmts in sorted(by_principal.items()):
+        granted = set().union(*(s.actions for s in stmts))
+        admin, crypto = granted & A.ADMIN_ACTIONS, granted & A.CRYPTO_ACTIONS
+        if admin and crypto:
+            first = next(s for s in stmts if s.actions & A.ADMIN_ACTIONS)
+            out.append(finding("KS005", doc.path, first.label,
+                               f"principal {principal} both administers ({shorten(admin)}) and "
+                               f"uses ({shorten(crypto)}) the key", doc.line_of(first)))
     return out
 
 
 def _identity_duties(doc: Document, statements: list[Statement]) -> list[Finding]:
-    """Same resource (same ARN pattern and same tag condition) both managed and used."""
-    star = [s for s in statements if s.allow and "*" in s.resources]
-    by_scope: dict[tuple[str, tuple], tuple[list[Statement], set[str]]] = {}
-    for stmt in statements:
-        if not stmt.allow:
-            continue
-        tags = tuple(sorted((n, v) for _, n, v in stmt.conditions
-                            if n.startswith("aws:resourcetag/")))
-        for resource in stmt.resources:
-            if resource != "*":
-                stmts, granted = by_scope.setdefault((resource, tags), ([], set()))
-                stmts.append(stmt)
-                granted |= stmt.actions
-    for stmt in star:
-        for stmts, granted in by_scope.values():
-            stmts.append(stmt)
-            granted |= stmt.actions
-    if star and not by_scope:
-        by_scope[("*", ())] = (star, set().union(*(s.actions for s in star)))
+    """One admin statement and one crypto statement whose resources can be the same key.
+
+    Resources overlap when one ARN pattern matches the other (``key/*`` covers
+    every key ARN; ``"*"`` covers all); statements that pin a different value of
+    the same ``aws:ResourceTag/...`` key are on different keys."""
+    allowed = [s for s in statements if s.allow]
     out = []
-    for (resource, _), (stmts, granted) in sorted(by_scope.items()):
-        out += _duties(doc, f"this policy on {resource}", stmts, granted)
+    for admin_stmt in allowed:
+        if not admin_stmt.actions & A.ADMIN_ACTIONS:
+            continue
+        users = [s for s in allowed if s.actions & A.CRYPTO_ACTIONS and _overlap(admin_stmt, s)]
+        if users:
+            admin = admin_stmt.actions & A.ADMIN_ACTIONS
+            crypto = set().union(*(s.actions for s in users)) & A.CRYPTO_ACTIONS
+            out.append(finding("KS005", doc.path, admin_stmt.label,
+                               f"this policy both administers ({shorten(admin)}) and uses "
+                               f"({shorten(crypto)}) the same key", doc.line_of(admin_stmt)))
     return out
+
+
+def _resource_tags(stmt: Statement) -> dict[str, tuple]:
+    return {name: values for op, name, values in stmt.conditions
+            if name.startswith("aws:resourcetag/") and op == "StringEquals"}
+
+
+def _overlap(a: Statement, b: Statement) -> bool:
+    tags_a, tags_b = _resource_tags(a), _resource_tags(b)
+    if any(set(tags_a[k]).isdisjoint(tags_b[k]) for k in tags_a.keys() & tags_b.keys()):
+        return False
+    return any(fnmatch.fnmatchcase(ra.lower(), rb.lower()) or
+               fnmatch.fnmatchcase(rb.lower(), ra.lower())
+               for ra in a.resources for rb in b.resources)

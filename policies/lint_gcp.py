@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import actions as A
 from .document import Document
-from .rules import Finding, finding
+from .rules import Finding, finding, shorten
 
 
 def lint_gcp(doc: Document) -> list[Finding]:
@@ -44,6 +44,5 @@ def _role(doc: Document) -> list[Finding]:
     if not extra:
         return []
     return [finding("KS020", doc.path, str(doc.data.get("name", "role")),
-                    f"rotation role also grants {', '.join(extra[:4])}"
-                    + (f" (+{len(extra) - 4} more)" if len(extra) > 4 else ""),
+                    f"rotation role also grants {shorten(extra)}",
                     doc.line_of_text(f'"{extra[0]}"'))]

@@ -104,6 +104,13 @@ _RULES = [
 RULES: dict[str, Rule] = {rule.id: rule for rule in _RULES}
 
 
+def shorten(names, most: int = 4) -> str:
+    """Names sorted and joined, the first ``most`` of them and a count of the rest."""
+    names = sorted(names)
+    rest = f" (+{len(names) - most} more)" if len(names) > most else ""
+    return ", ".join(names[:most]) + rest
+
+
 def finding(rule_id: str, file: str, statement: str, message: str,
             line: int | None = None) -> Finding:
     rule = RULES[rule_id]

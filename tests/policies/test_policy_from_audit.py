@@ -68,3 +68,14 @@ def test_bad_log_and_unknown_principal(tmp_path):
     good = log(tmp_path, [rec("a", "secrets.get", KEY)])
     result = CliRunner().invoke(policy, ["from-audit", "--audit", good, "--principal", "b"])
     assert "no successful records for 'b'" in str(result.exception)
+
+
+def test_retire_keeps_the_deletion_window(tmp_path):
+    """The proposal lints clean: ScheduleKeyDeletion only with a minimum waiting period."""
+    path = log(tmp_path, [rec("w", "keys.retire", KEY), rec("w", "keys.describe", KEY)])
+    result = CliRunner().invoke(policy, ["from-audit", "--audit", path, "--principal", "w"])
+    proposal = json.loads(result.output)["aws_identity_policy"]
+    assert lint_document(parse(json.dumps(proposal), "proposal.json")) == []
+    window = [s for s in proposal["Statement"] if s["Action"] == "kms:ScheduleKeyDeletion"]
+    assert window and window[0]["Condition"] == {"NumericGreaterThanEquals": {
+        "kms:ScheduleKeyDeletionPendingWindowInDays": "30"}}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from keystead.cli.policy import policy
+from keystead.errors import PolicyError
 from keystead.policies import actions as A
 from keystead.policies.generate import documents, render
 from keystead.policies.lint import lint_paths
@@ -176,3 +178,38 @@ def test_generate_cli_errors_are_one_line(tmp_path, example_path):
     assert result.exit_code != 0
     assert "principals.reporting.roles.legacy: unknown role 'decrypts'" in str(result.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_output_does_not_depend_on_hash_seed(example_path, tmp_path):
+    """Set iteration order changes with PYTHONHASHSEED; two processes must agree byte for byte."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys, json; from keystead.policies.generate import documents, render; "
+              "from keystead.policies.spec import load_spec; "
+              "sys.stdout.write(''.join(p + render(d) for p, d in "
+              "documents(load_spec(sys.argv[1])).items()))")
+    outputs = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run([sys.executable, "-c", script, str(example_path)], env=env,
+                             capture_output=True, text=True, check=True)
+        outputs.add(run.stdout)
+    assert len(outputs) == 1
+
+
+@pytest.mark.parametrize("value, words", [
+    ("vault=arn:x", "not a KMS key ARN"),
+    ("vault=arn:aws:iam::111122223333:role/x", "not a KMS key ARN"),
+    ("vault=arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+     "multi-Region"),
+    ("gcp-vault=arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+     "is a GCP key"),
+])
+def test_key_arn_option_is_checked(example_path, tmp_path, value, words):
+    result = CliRunner().invoke(policy, ["generate", str(example_path), "--out", str(tmp_path),
+                                         "--key-arn", value])
+    assert isinstance(result.exception, PolicyError), result.exception
+    assert "--key-arn" in str(result.exception) and words in str(result.exception)
+    assert not list(tmp_path.rglob("*.json"))

@@ -183,3 +183,108 @@ def test_against_spec_reports_broader_live_permissions(tmp_path, example_path, e
     result = runner.invoke(policy, ["lint", write(tmp_path, "gcp-vault.json", gcp),
                                     "--against", str(example_path)])
     assert result.exit_code == 1 and "group:everyone@acme.example holds" in result.output
+
+
+def test_identity_policy_that_assumes_roles_is_still_an_identity_policy():
+    """sts:AssumeRole in an identity policy does not make it a trust policy (no Principal)."""
+    doc = parse(json.dumps(identity({"Effect": "Allow", "Action": ["sts:AssumeRole", "kms:Decrypt"],
+                                     "Resource": "*"})), "assume.json")
+    assert doc.kind == "identity"
+    assert "KS002" in {f.rule for f in lint_document(doc)}
+
+
+def test_admin_and_crypto_on_overlapping_resources():
+    """kms:PutKeyPolicy on key/* and kms:Decrypt on one key ARN overlap: KS005."""
+    doc = parse(json.dumps(identity(
+        {"Effect": "Allow", "Action": "kms:PutKeyPolicy",
+         "Resource": f"arn:aws:kms:eu-west-1:{ACCT}:key/*"},
+        {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": KEY})), "overlap.json")
+    assert "KS005" in {f.rule for f in lint_document(doc)}
+    # different keystead:key tags on key/* are different keys: no finding
+    any_key = f"arn:aws:kms:eu-west-1:{ACCT}:key/*"
+    tagged = parse(json.dumps(identity(
+        {"Effect": "Allow", "Action": "kms:PutKeyPolicy", "Resource": any_key,
+         "Condition": {"StringEquals": {"aws:ResourceTag/keystead:key": "a"}}},
+        {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": any_key,
+         "Condition": {"StringEquals": {"aws:ResourceTag/keystead:key": "b"}}})), "tags.json")
+    assert "KS005" not in {f.rule for f in lint_document(tagged)}
+
+
+def test_public_principal_with_negated_caller_account_is_public():
+    doc = parse(json.dumps(key_policy({
+        "Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*",
+        "Condition": {"StringNotEquals": {"kms:CallerAccount": ACCT}}})), "star.json")
+    assert "KS008" in {f.rule for f in lint_document(doc)}
+
+
+MALFORMED = {
+    "effect-lowercase": (identity({"Effect": "allow", "Action": "kms:*", "Resource": "*"}),
+                         "Statement[0].Effect"),
+    "nested-action": (identity({"Effect": "Allow", "Action": [["kms:*"]], "Resource": "*"}),
+                      "Statement[0].Action"),
+    "action-object": (identity({"Effect": "Allow", "Action": {"a": 1}, "Resource": "*"}),
+                      "Statement[0].Action"),
+    "statement-string": ({"Version": "2012-10-17", "Statement": "kms:*"}, "Statement"),
+    "statement-null": ({"Version": "2012-10-17", "Statement": None}, "Statement"),
+    "condition-list": (identity({"Effect": "Allow", "Action": "kms:Decrypt", "Resource": KEY,
+                                 "Condition": [1]}), "Statement[0].Condition"),
+    "principal-list": (key_policy({"Effect": "Allow", "Principal": ["*"], "Action": "kms:Decrypt",
+                                   "Resource": "*"}), "Statement[1].Principal"),
+    "members-string": ({"bindings": [{"role": "roles/cloudkms.admin", "members": "allUsers"}]},
+                       "bindings[0].members"),
+    "role-missing": ({"bindings": [{"members": ["allUsers"]}]}, "bindings[0].role"),
+    "bindings-string": ({"bindings": "x"}, "bindings"),
+    "permissions-string": ({"includedPermissions": "cloudkms.cryptoKeyVersions.create"},
+                           "includedPermissions"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_policy_is_unreadable_input(tmp_path, case):
+    """A document AWS or GCP would reject is exit 2 naming the field, never a clean pass."""
+    document, field = MALFORMED[case]
+    path = write(tmp_path, f"{case}.json", document)
+    result = CliRunner().invoke(policy, ["lint", path])
+    assert result.exit_code == 2, result.output
+    assert f"{path}: {field}" in result.output
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[" * 100_000, "nested too deeply"),
+    ('{"Statement": [{"Sid": "\\ud800", "Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}',
+     "invalid JSON"),
+])
+def test_hostile_json_is_one_line_exit_2(tmp_path, text, words):
+    path = write(tmp_path, "hostile.json", text)
+    result = CliRunner().invoke(policy, ["lint", path])
+    assert result.exit_code == 2, result.exception
+    assert words in result.output and "Traceback" not in result.output
+
+
+def test_directory_without_policies_is_exit_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(policy, ["lint", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "no *.json files" in result.output
+
+
+def test_sarif_is_sarif_2_1_0(tmp_path, monkeypatch):
+    """The parts of the SARIF 2.1.0 schema that code-scanning uploads need."""
+    write(tmp_path, "with space.json", BAD["KS002"])
+    monkeypatch.chdir(tmp_path)
+    bad = "with space.json"
+    sarif = json.loads(CliRunner().invoke(policy, ["lint", bad, "--format", "sarif"]).output)
+    assert sarif["version"] == "2.1.0" and sarif["$schema"].endswith("sarif-2.1.0.json")
+    (run,) = sarif["runs"]
+    driver = run["tool"]["driver"]
+    assert isinstance(driver["name"], str) and driver["rules"]
+    for rule in driver["rules"]:
+        assert rule["id"] and rule["shortDescription"]["text"]
+        assert rule["defaultConfiguration"]["level"] in ("none", "note", "warning", "error")
+    for result in run["results"]:
+        assert result["level"] in ("none", "note", "warning", "error")
+        assert result["message"]["text"]
+        assert driver["rules"][result["ruleIndex"]]["id"] == result["ruleId"]
+        (location,) = result["locations"]
+        uri = location["physicalLocation"]["artifactLocation"]["uri"]
+        assert uri == "with%20space.json"  # a relative URI reference, not a raw path
+        assert location["physicalLocation"]["region"]["startLine"] >= 1

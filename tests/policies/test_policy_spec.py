@@ -156,3 +156,12 @@ principals:
     assert spec.principals[0].roles_on("vault") == ("decrypt",)
     with pytest.raises(SpecError, match="principals.api.roles.vault: unknown role"):
         load(tmp_path, text.replace("vault: decrypt", "vault: nope"), "iam.yaml")
+
+
+def test_yaml_names_must_be_strings(tmp_path):
+    text = """
+aws: {account: "111122223333", region: eu-west-1}
+keys: {123: {type: symmetric}}
+"""
+    with pytest.raises(SpecError, match=r"keys.123: names are strings"):
+        load(tmp_path, text, "iam.yaml")
