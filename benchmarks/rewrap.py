@@ -85,7 +85,7 @@ def rotate(folder: Path) -> dict:
     with Vault.open(config) as vault:
         n = vault.store.count()
         clock.wrap(vault.store, ("slots_behind", "replace_slots"), "store")
-        clock.wrap(state, ("save_backups", "advance"), "state")
+        clock.wrap(state, ("record_batch",), "state")
         clock.wrap(vault.keys["main"], ("rewrap_many",), "crypto")
         t = time.perf_counter()
         result = Engine(vault, state, now=datetime.now(timezone.utc), progress=phase).run_key("main")

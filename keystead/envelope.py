@@ -62,9 +62,14 @@ def check_name(name: str, what: str = "secret name") -> str:
     return name
 
 
+def aad_prefix(vault: str) -> bytes:
+    """The associated data of every secret of ``vault`` starts with this; the name follows."""
+    return b"keystead/v1\x00" + vault.encode() + b"\x00"
+
+
 def associated_data(vault: str, name: str) -> bytes:
     """The AEAD associated data that binds a payload or a wrapped key to its name."""
-    return b"keystead/v1\x00" + vault.encode() + b"\x00" + name.encode()
+    return aad_prefix(vault) + name.encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from keystead.envelope import Context
 from keystead.errors import (
     DecryptError,
     KeysteadError,
@@ -54,9 +53,9 @@ from keystead.errors import (
     RotationBusy,
     RotationError,
 )
-from keystead.providers.base import Wrapped
 from keystead.rotation import planner
 from keystead.rotation.state import (
+    Batch,
     DONE,
     PLANNED,
     RETIRED,
@@ -275,39 +274,82 @@ class Engine:
         return rot
 
     def _rewrap(self, key, rot: Rotation) -> Rotation:
-        """Rewrap batches until nothing is behind after the cursor (or stop), then verify."""
-        ref, to, rid = key.ref, rot.to_version, rot.id
-        store, state, vault_name = self.vault.store, self.state, self.vault.config.vault_name
-        batch = self.settings.batch_size
-        counts = store.version_counts(ref)
-        self.progress.start(rot.key, sum(c for v, c in counts.items() if v != to))
+        """Rewrap until nothing is behind after the cursor (or stop), then verify.
+
+        A large first pass is cut into lanes rewrapped by processes side by
+        side (:mod:`keystead.rotation.lanes`); a final pass in this process
+        from the rotation's own cursor then picks up whatever the lanes did not
+        see (slots written meanwhile, a lane that was cut short).
+        """
+        counts = self.vault.store.version_counts(key.ref)
+        self.progress.start(rot.key, sum(c for v, c in counts.items() if v != rot.to_version))
         try:
-            while True:
+            pending = [lane for lane in self._lanes(key, rot) if not lane.done]
+            if pending:
+                from keystead.rotation.lanes import run_lanes
+
+                run_lanes(self, rot, pending)
+                rot = self.state.get(rot.id)
                 if self.stop.is_set():
                     return rot
-                rows = store.slots_behind(ref, to, after=rot.cursor, limit=batch)
-                if not rows:
-                    break
-                results = key.rewrap_many([(Wrapped(r.version, r.wrapped), Context(vault_name, r.secret))
-                                           for r in rows])
-                stamp = int(_ts(self.now))
-                updates, saved, failed = [], [], []
-                for r, w in zip(rows, results, strict=True):
-                    if isinstance(w, Wrapped):
-                        updates.append(SlotUpdate(r.secret, r.version, w.version, stamp, w.blob))
-                        saved.append((r.secret, r.version, r.wrapped))
-                    else:
-                        failed.append((r.secret, r.version, type(w).__name__))
-                state.save_backups(rid, saved)  # committed before the store is touched
-                written = store.replace_slots(ref, updates) if updates else 0
-                rot = state.advance(rid, cursor=rows[-1].secret, rewrapped=written, failed=failed, now=self.now)
-                self._event("rewrap", rot, key=ref, first=rows[0].secret, last=rows[-1].secret,
-                            rewrapped=written, unreadable=len(failed),
-                            **({"unreadable_secrets": [s for s, _v, _r in failed]} if failed else {}))
-                self.progress.advance(len(rows))
+            rot = self.rewrap_range(key, rot, after=rot.cursor)
         finally:
             self.progress.finish()
+        if self.stop.is_set():
+            return rot
         return self._verify(key, rot)
+
+    def _lanes(self, key, rot: Rotation) -> list:
+        lanes = self.state.lanes(rot.id)
+        lanes_wanted = self.settings.parallel
+        if lanes or lanes_wanted < 2 or rot.passes > 1 or rot.cursor:
+            return lanes
+        if rot.total < max(self.settings.parallel_above, 2 * self.settings.batch_size):
+            return lanes
+        points = self.vault.store.split_points(key.ref, lanes_wanted)
+        return self.state.create_lanes(rot.id, points) if points else []
+
+    def rewrap_range(self, key, rot: Rotation, *, after: str, until: str | None = None,
+                     lane: int | None = None) -> Rotation:
+        """The rewrap loop over one range of secret names, batch by batch.
+
+        Per batch: read the slots behind; rewrap their data keys (the payload
+        is never read); commit the old wrapped keys as a backup; swap the new
+        ones in (compare-and-swap per slot); move the cursor. A crash between
+        any two of these leaves a state from which the batch is simply redone.
+        """
+        ref, to, rid = key.ref, rot.to_version, rot.id
+        store, state, vault_name = self.vault.store, self.state, self.vault.config.vault_name
+        batch, cursor, written_batch = self.settings.batch_size, after, None
+        while not self.stop.is_set():
+            rows = store.slots_behind(ref, to, after=cursor, until=until, limit=batch)
+            if not rows:
+                break
+            version, results = key.rewrap_many(vault_name, rows)
+            if version != to:
+                raise RotationError(f"key {rot.key} moved to version {version} during the rewrap to {to}; "
+                                    "the next sweep starts over")
+            stamp = int(_ts(self.now))
+            updates = [SlotUpdate(r[0], r[1], to, stamp, w) for r, w in zip(rows, results) if type(w) is bytes]
+            saved, failed = rows, ()
+            if len(updates) != len(rows):
+                failed = tuple((r.secret, r.version, type(w).__name__)
+                               for r, w in zip(rows, results, strict=True) if type(w) is not bytes)
+                bad = {s for s, _v, _r in failed}
+                saved = [r for r in rows if r.secret not in bad]
+            # One commit: this batch's backups (durable before the store is touched)
+            # and the bookkeeping of the batch before it.
+            state.record_batch(rid, backups=saved, done=written_batch, now=self.now, lane=lane)
+            written = store.replace_slots(ref, updates) if updates else 0
+            cursor = rows[-1].secret
+            written_batch = Batch(cursor, written, failed)
+            self._event("rewrap", rot, key=ref, first=rows[0].secret, last=cursor, rewrapped=written,
+                        unreadable=len(failed), **({"lane": lane} if lane is not None else {}),
+                        **({"unreadable_secrets": [s for s, _v, _r in failed]} if failed else {}))
+            self.progress.advance(len(rows))
+        if written_batch is not None:
+            state.record_batch(rid, backups=(), done=written_batch, now=self.now, lane=lane)
+        return state.get(rid)
 
     def _verify(self, key, rot: Rotation) -> Rotation:
         """Open rewrapped envelopes with the key; count check; then drop the backups."""

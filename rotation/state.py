@@ -13,6 +13,8 @@ or PostgreSQL (``postgresql+psycopg://...``):
   One row per batch, not per slot, keeps the backup off the hot path. A
   batch redone after a crash adds a row; lookups take the oldest row that
   holds a secret, so the original blob always wins.
+- ``keystead_lanes``: for a large backlog, the rewrap is cut into name ranges
+  (lanes) rewrapped by processes side by side, each with its own cursor.
 - ``keystead_unreadable``: slots the key could not open during a rewrap.
   They are reported and skipped, never deleted.
 - ``keystead_lock_owners``: who holds a key's rotation lock, for the message a
@@ -77,7 +79,7 @@ rotations = sa.Table(
     sa.Column("error", sa.Text),
     sa.Index("ix_keystead_rotations_key", "key", "id"),
 )
-backups = sa.Table(
+backups_table = sa.Table(
     "keystead_backups", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("rotation_id", sa.Integer, nullable=False),
@@ -93,6 +95,16 @@ unreadable = sa.Table(
     sa.Column("secret", sa.String(255), primary_key=True),
     sa.Column("version", sa.String(128), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+)
+lanes = sa.Table(
+    "keystead_lanes",
+    metadata,
+    sa.Column("rotation_id", sa.Integer, primary_key=True),
+    sa.Column("lane", sa.Integer, primary_key=True),
+    sa.Column("start", sa.String(255), nullable=False),
+    sa.Column("until", sa.String(255)),
+    sa.Column("cursor", sa.String(255), nullable=False),
+    sa.Column("done", sa.Boolean, nullable=False),
 )
 lock_owners = sa.Table(
     "keystead_lock_owners", metadata,
@@ -140,6 +152,29 @@ class Rotation:
 
 
 _ROTATION_FIELDS = tuple(f.name for f in fields(Rotation))
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A rewrap batch written to the store: where it ended, how many slots it
+    swapped, and the slots the key could not open (secret, version, reason)."""
+
+    cursor: str
+    rewrapped: int
+    failed: tuple[tuple[str, str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """One range of a parallel rewrap: secrets after ``start`` up to and including
+    ``until`` (None: to the end), done up to ``cursor``."""
+
+    rotation_id: int
+    lane: int
+    start: str
+    until: str | None
+    cursor: str
+    done: bool
 
 
 def owner_id() -> str:
@@ -270,40 +305,63 @@ class StateDB:
 
     # -- the rewrap batch --------------------------------------------------------
     def save_backups(self, rotation_id: int, rows: Sequence[tuple[str, str, bytes]]) -> None:
-        """Keep (secret, old_version, wrapped) of each slot about to be overwritten.
+        """Keep (secret, old_version, wrapped) of each slot about to be overwritten (committed)."""
+        self.record_batch(rotation_id, backups=rows, done=None, now=None)
 
-        ``rows`` are in secret-name order. Committed before returning.
-        """
-        if not rows:
-            return
-        values = dict(rotation_id=rotation_id, first=rows[0][0], last=rows[-1][0], count=len(rows),
-                      slots=pack_backups(rows))
-        with self._translate("writing backups"), self.engine.begin() as conn:
-            conn.execute(sa.insert(backups).values(**values))
-
-    def advance(self, rotation_id: int, *, cursor: str, rewrapped: int,
-                failed: Sequence[tuple[str, str, str]], now: datetime) -> Rotation:
-        """Record one finished batch: new cursor, counts, unreadable slots (one transaction)."""
-        mark = "?" if self.is_sqlite else "%s"
+    def record_batch(self, rotation_id: int, *, backups: Sequence[tuple[str, str, bytes]],
+                     done: Batch | None, now: datetime | None, lane: int | None = None) -> None:
+        """One transaction per rewrap batch: the backups of the batch about to be written
+        (``backups``: (secret, old_version, wrapped) in name order) and the bookkeeping of
+        the batch already written (``done``: its cursor, count and unreadable slots, on the
+        rotation's cursor or on ``lane``'s). Committed before returning, so the backups are
+        durable before the store overwrites anything."""
         with self._translate("recording a batch"), self.engine.begin() as conn:
-            added = 0
-            if failed:
+            if backups:
+                conn.execute(sa.insert(backups_table).values(
+                    rotation_id=rotation_id, first=backups[0][0], last=backups[-1][0], count=len(backups),
+                    slots=pack_backups(backups)))
+            if done is None:
+                return
+            values: dict[str, object] = {"rewrapped": rotations.c.rewrapped + done.rewrapped,
+                                         "updated_at": _ts(now)}
+            if done.failed:
+                mark = "?" if self.is_sqlite else "%s"
                 sql = (f"INSERT INTO keystead_unreadable (rotation_id, secret, version, reason) "
                        f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT DO NOTHING")
-                conn.exec_driver_sql(sql, [(rotation_id, s, v, r) for s, v, r in failed])
-                added = conn.execute(
+                conn.exec_driver_sql(sql, [(rotation_id, s, v, r) for s, v, r in done.failed])
+                values["unreadable"] = conn.execute(
                     sa.select(sa.func.count()).select_from(unreadable)
                     .where(unreadable.c.rotation_id == rotation_id)
                 ).scalar_one()
-            values: dict[str, object] = {
-                "cursor": cursor,
-                "rewrapped": rotations.c.rewrapped + rewrapped,
-                "updated_at": _ts(now),
-            }
-            if failed:
-                values["unreadable"] = added
+            if lane is None:
+                values["cursor"] = done.cursor
+            else:
+                conn.execute(sa.update(lanes).where(lanes.c.rotation_id == rotation_id, lanes.c.lane == lane)
+                             .values(cursor=done.cursor))
             conn.execute(sa.update(rotations).where(rotations.c.id == rotation_id).values(**values))
-        return self.get(rotation_id)
+
+    # -- lanes of a parallel rewrap ---------------------------------------------
+    def lanes(self, rotation_id: int) -> list[Lane]:
+        q = sa.select(lanes).where(lanes.c.rotation_id == rotation_id).order_by(lanes.c.lane)
+        with self._translate("reading lanes"), self.engine.connect() as conn:
+            return [Lane(**row._mapping) for row in conn.execute(q)]
+
+    def create_lanes(self, rotation_id: int, points: Sequence[str]) -> list[Lane]:
+        """Cut the rewrap at ``points`` into ``len(points) + 1`` lanes (once: a resumed
+        rotation keeps the lanes it had)."""
+        bounds = ["", *points, None]
+        rows = [dict(rotation_id=rotation_id, lane=i, start=bounds[i], until=bounds[i + 1],
+                     cursor=bounds[i], done=False) for i in range(len(bounds) - 1)]
+        with self._translate("creating lanes"), self.engine.begin() as conn:
+            if not conn.execute(sa.select(sa.func.count()).select_from(lanes)
+                                .where(lanes.c.rotation_id == rotation_id)).scalar_one():
+                conn.execute(sa.insert(lanes), rows)
+        return self.lanes(rotation_id)
+
+    def finish_lane(self, rotation_id: int, lane: int) -> None:
+        with self._translate("finishing a lane"), self.engine.begin() as conn:
+            conn.execute(sa.update(lanes).where(lanes.c.rotation_id == rotation_id, lanes.c.lane == lane)
+                         .values(done=True))
 
     def backup_rows(self, rotation_id: int) -> Iterator[tuple[str, str, bytes]]:
         """Every backed-up (secret, old_version, wrapped) of the rotation, oldest batch first.
@@ -312,9 +370,9 @@ class StateDB:
         """
         last_id = 0
         while True:
-            q = (sa.select(backups.c.id, backups.c.slots)
-                 .where(backups.c.rotation_id == rotation_id, backups.c.id > last_id)
-                 .order_by(backups.c.id).limit(20))
+            q = (sa.select(backups_table.c.id, backups_table.c.slots)
+                 .where(backups_table.c.rotation_id == rotation_id, backups_table.c.id > last_id)
+                 .order_by(backups_table.c.id).limit(20))
             with self._translate("reading backups"), self.engine.connect() as conn:
                 page = conn.execute(q).all()
             if not page:
@@ -324,15 +382,15 @@ class StateDB:
                 last_id = row_id
 
     def backup_batches(self, rotation_id: int) -> int:
-        q = sa.select(sa.func.count()).select_from(backups).where(backups.c.rotation_id == rotation_id)
+        q = sa.select(sa.func.count()).select_from(backups_table).where(backups_table.c.rotation_id == rotation_id)
         with self._translate("reading backups"), self.engine.connect() as conn:
             return conn.execute(q).scalar_one()
 
     def backup(self, rotation_id: int, secret: str) -> tuple[str, bytes] | None:
         """The original (version, wrapped) of a slot rewrapped by this rotation."""
-        q = (sa.select(backups.c.slots)
-             .where(backups.c.rotation_id == rotation_id, backups.c.first <= secret, backups.c.last >= secret)
-             .order_by(backups.c.id))
+        q = (sa.select(backups_table.c.slots)
+             .where(backups_table.c.rotation_id == rotation_id, backups_table.c.first <= secret, backups_table.c.last >= secret)
+             .order_by(backups_table.c.id))
         with self._translate("reading backups"), self.engine.connect() as conn:
             for (blob,) in conn.execute(q):
                 for name, version, wrapped in unpack_backups(bytes(blob)):
@@ -342,7 +400,7 @@ class StateDB:
 
     def delete_backups(self, rotation_id: int) -> int:
         with self._translate("deleting backups"), self.engine.begin() as conn:
-            return conn.execute(sa.delete(backups).where(backups.c.rotation_id == rotation_id)).rowcount
+            return conn.execute(sa.delete(backups_table).where(backups_table.c.rotation_id == rotation_id)).rowcount
 
     def unreadable_slots(self, rotation_id: int) -> list[tuple[str, str, str]]:
         q = (sa.select(unreadable.c.secret, unreadable.c.version, unreadable.c.reason)

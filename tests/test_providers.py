@@ -84,12 +84,28 @@ def test_rotate_adds_primary_old_versions_still_unwrap_until_retired(keyfile: Lo
 
 def test_rewrap_many_reports_bad_items_and_keeps_going(keyfile: LocalKeyFile) -> None:
     key = LocalKey("main", keyfile)
-    good = key.wrap(os.urandom(32), CTX)
+    dek = os.urandom(32)
+    good = key.wrap(dek, CTX)
     key.rotate(now=T0 + timedelta(days=1))
-    out = key.rewrap_many([(good, CTX), (Wrapped("1", b"\0" * 60), CTX), (Wrapped("9", good.blob), CTX), (good, CTX)])
-    assert isinstance(out[1], DecryptError) and isinstance(out[2], DecryptError)
-    assert out[0].version == out[3].version == "2"
-    assert key.unwrap(out[0], CTX) == key.unwrap(good, CTX)
+    items = [("S", "1", good.blob), ("S", "1", b"\0" * 60), ("S", "9", good.blob), ("OTHER", "1", good.blob),
+             ("S", "1", good.blob)]
+    version, out = key.rewrap_many("v", items)
+    assert version == "2"
+    assert [type(x) for x in out] == [bytes, DecryptError, DecryptError, DecryptError, bytes]
+    assert key.unwrap(Wrapped("2", out[0]), CTX) == key.unwrap(Wrapped("2", out[4]), CTX) == dek
+    assert out[0][:12] != out[4][:12]  # a fresh nonce per item
+
+
+def test_base_rewrap_many_matches_the_fast_path(keyfile: LocalKeyFile) -> None:
+    from keystead.providers.base import Key
+
+    key = LocalKey("main", keyfile)
+    dek = os.urandom(32)
+    good = key.wrap(dek, CTX)
+    key.rotate(now=T0 + timedelta(days=1))
+    version, out = Key.rewrap_many(key, "v", [("S", "1", good.blob), ("S", "1", b"\0" * 60)])
+    assert version == "2" and isinstance(out[1], DecryptError)
+    assert key.unwrap(Wrapped("2", out[0]), CTX) == dek
 
 
 def test_a_second_process_sees_rotation(keyfile: LocalKeyFile) -> None:

@@ -1,3 +1,4 @@
 from keystead.cli import main
 
-main()
+if __name__ == "__main__":  # guarded: rewrap lanes start with multiprocessing's spawn
+    main()

@@ -6,7 +6,7 @@ its provider (``local:NAME``, ``age1...``, later ``arn:aws:kms:...`` and
 
 - :class:`KeyOps` -- wrap a data key, unwrap it, rewrap it under the primary
   version (server-side where the cloud offers it, so the data key never
-  leaves the KMS).
+  leaves the KMS); ``rewrap_many`` is the batch form rotation uses.
 - :class:`KeyAdmin` -- describe the key (versions, primary, last rotation),
   rotate it (a new primary version), retire an old version.
 
@@ -68,8 +68,8 @@ class KeyOps(Protocol):
     def rewrap(self, wrapped: Wrapped, context: Context) -> Wrapped: ...
 
     def rewrap_many(
-        self, items: Sequence[tuple[Wrapped, Context]]
-    ) -> list[Wrapped | ProviderError]: ...
+        self, vault: str, items: Sequence[tuple[str, str, bytes]]
+    ) -> tuple[str, list[bytes | ProviderError]]: ...
 
 
 @runtime_checkable
@@ -104,15 +104,22 @@ class Key:
         return self.wrap(self.unwrap(wrapped, context), context)
 
     def rewrap_many(
-        self, items: Sequence[tuple[Wrapped, Context]]
-    ) -> list[Wrapped | ProviderError]:
-        out: list[Wrapped | ProviderError] = []
-        for wrapped, context in items:
+        self, vault: str, items: Sequence[tuple[str, str, bytes]]
+    ) -> tuple[str, list[bytes | ProviderError]]:
+        """Rewrap a batch of slots of ``vault`` to the primary version.
+
+        ``items`` are ``(secret, version, wrapped)``; the answer is the version
+        wrapped to and, per item in order, the new wrapped bytes or the error
+        that item met (one bad slot never stops the batch).
+        """
+        primary = self.describe().primary
+        out: list[bytes | ProviderError] = []
+        for secret, version, blob in items:
             try:
-                out.append(self.rewrap(wrapped, context))
+                out.append(self.rewrap(Wrapped(version, blob), Context(vault, secret)).blob)
             except ProviderError as exc:
                 out.append(exc)
-        return out
+        return primary, out
 
     def describe(self) -> KeyInfo:
         raise NotImplementedError

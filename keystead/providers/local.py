@@ -31,7 +31,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keystead.envelope import Context
+from keystead.envelope import Context, aad_prefix
 from keystead.files import write_atomic
 from keystead.errors import DecryptError, InputError, KeyFileError, NotFoundError, ProviderError
 from keystead.providers.base import ENABLED, RETIRED, Key, KeyInfo, KeyVersion, Wrapped
@@ -218,22 +218,28 @@ class LocalKey(Key):
         except (InvalidTag, ValueError):
             raise DecryptError() from None
 
-    def rewrap_many(self, items: Sequence[tuple[Wrapped, Context]]) -> list[Wrapped | ProviderError]:
+    def rewrap_many(
+        self, vault: str, items: Sequence[tuple[str, str, bytes]]
+    ) -> tuple[str, list[bytes | ProviderError]]:
+        # The hot loop of rotation: one urandom call per batch, the associated
+        # data built from a per-vault prefix, no objects per item but the blob.
         primary = self._primary
         encrypt = self._aeads[primary].encrypt
-        urandom = os.urandom
-        out: list[Wrapped | ProviderError] = []
-        for wrapped, context in items:
-            blob = wrapped.blob
-            aad = context.aad
+        prefix = aad_prefix(vault)
+        nonces = os.urandom(NONCE_LEN * len(items))
+        aeads = self._aeads
+        out: list[bytes | ProviderError] = []
+        for i, (secret, version, blob) in enumerate(items):
+            aad = prefix + secret.encode()
             try:
-                dek = self._aead(wrapped.version).decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], aad)
+                aead = aeads.get(version) or self._aead(version)
+                dek = aead.decrypt(blob[:NONCE_LEN], blob[NONCE_LEN:], aad)
             except (InvalidTag, ValueError, DecryptError):
                 out.append(DecryptError())
                 continue
-            nonce = urandom(NONCE_LEN)
-            out.append(Wrapped(primary, nonce + encrypt(nonce, dek, aad)))
-        return out
+            nonce = nonces[i * NONCE_LEN : (i + 1) * NONCE_LEN]
+            out.append(nonce + encrypt(nonce, dek, aad))
+        return primary, out
 
     # -- how the key is managed -----------------------------------------------
     def describe(self) -> KeyInfo:

@@ -7,7 +7,9 @@ calls:
   transaction), ``delete``, ``names``, ``iter_envelopes`` (streamed in name
   order, never the whole vault in memory);
 - slots, for rotation: ``slots_behind`` pages through the slots of one key
-  not at a given version, in secret-name order after a cursor;
+  not at a given version, in secret-name order after a cursor (and, for a
+  lane of a parallel rewrap, up to and including ``until``); ``split_points`` cuts a
+  key's slots into ranges of about equal size;
   ``replace_slots`` swaps wrapped keys in one atomic batch, each only if the
   slot is still at the version it was read at (compare-and-swap), and never
   touches a payload; ``version_counts`` says how many slots each version of a
@@ -20,30 +22,31 @@ Stores are named by URL: ``dir:PATH`` and ``sqlite:///PATH`` (later
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from keystead.envelope import Envelope
 
 
-@dataclass(frozen=True, slots=True)
-class SlotRow:
-    """One slot of one key, as rotation reads it."""
+class SlotRow(NamedTuple):
+    """One slot of one key, as rotation reads it: ``(secret, version, wrapped)``.
+
+    A named tuple, not a dataclass: rotation makes one per envelope in its
+    hot loop, and the tuple is also what ``KeyOps.rewrap_many`` takes.
+    """
 
     secret: str
     version: str
-    wrapped: bytes = field(repr=False)
+    wrapped: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class SlotUpdate:
+class SlotUpdate(NamedTuple):
     """Replace ``secret``'s slot for the key, if it is still at ``old_version``."""
 
     secret: str
     old_version: str
     version: str
     wrapped_at: int
-    wrapped: bytes = field(repr=False)
+    wrapped: bytes
 
 
 @runtime_checkable
@@ -64,10 +67,14 @@ class Store(Protocol):
 
     def iter_envelopes(self, *, after: str = "", batch: int = 1000) -> Iterator[Envelope]: ...
 
-    def slots_behind(self, key: str, version: str, *, after: str = "", limit: int = 1000) -> list[SlotRow]: ...
+    def slots_behind(
+        self, key: str, version: str, *, after: str = "", until: str | None = None, limit: int = 1000
+    ) -> list[SlotRow]: ...
 
     def replace_slots(self, key: str, updates: Sequence[SlotUpdate]) -> int: ...
 
     def version_counts(self, key: str) -> dict[str, int]: ...
+
+    def split_points(self, key: str, parts: int) -> list[str]: ...
 
     def close(self) -> None: ...

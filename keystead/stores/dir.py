@@ -116,17 +116,26 @@ class DirStore:
 
     # -- slots, for rotation ---------------------------------------------
 
-    def slots_behind(self, key: str, version: str, *, after: str = "", limit: int = 1000) -> list[SlotRow]:
+    def slots_behind(
+        self, key: str, version: str, *, after: str = "", until: str | None = None, limit: int = 1000
+    ) -> list[SlotRow]:
         rows: list[SlotRow] = []
         if limit <= 0:
             return rows
         for env in self.iter_envelopes(after=after):
+            if until is not None and env.name > until:
+                break
             slot = env.slot(key)
             if slot is not None and slot.version != version:
                 rows.append(SlotRow(env.name, slot.version, slot.wrapped))
                 if len(rows) >= limit:
                     break
         return rows
+
+    def split_points(self, key: str, parts: int) -> list[str]:
+        """Names that cut the folder into ``parts`` ranges of about equal size (by file count)."""
+        names = self.names()
+        return sorted({names[len(names) * i // parts] for i in range(1, parts)} if names else set())
 
     def replace_slots(self, key: str, updates: Sequence[SlotUpdate]) -> int:
         """Swap each slot still at its ``old_version``; return how many were swapped."""

@@ -165,14 +165,17 @@ class SqliteStore:
 
     # -- slots, for rotation ---------------------------------------------
 
-    def slots_behind(self, key: str, version: str, *, after: str = "", limit: int = 1000) -> list[SlotRow]:
+    def slots_behind(
+        self, key: str, version: str, *, after: str = "", until: str | None = None, limit: int = 1000
+    ) -> list[SlotRow]:
+        sql = "SELECT secret, version, wrapped FROM slots WHERE key = ? AND secret > ? AND version <> ?"
+        args: tuple = (key, after, version)
+        if until is not None:
+            sql += " AND secret <= ?"
+            args += (until,)
         with self._transaction(write=False) as c:
-            rows = c.execute(
-                "SELECT secret, version, wrapped FROM slots"
-                " WHERE key = ? AND secret > ? AND version <> ? ORDER BY secret LIMIT ?",
-                (key, after, version, limit),
-            ).fetchall()
-        return [SlotRow(s, v, w) for s, v, w in rows]
+            rows = c.execute(sql + " ORDER BY secret LIMIT ?", args + (limit,)).fetchall()
+        return list(map(SlotRow._make, rows))
 
     def replace_slots(self, key: str, updates: Sequence[SlotUpdate]) -> int:
         """Swap each slot still at its ``old_version``, all in one transaction; return how many."""
@@ -180,12 +183,26 @@ class SqliteStore:
             return 0
         with self._transaction() as c:
             before = c.total_changes
+            # Numbered parameters take each SlotUpdate as it is, plus the key.
             c.executemany(
-                "UPDATE slots SET version = ?, wrapped_at = ?, wrapped = ?"
-                " WHERE key = ? AND secret = ? AND version = ?",
-                ((u.version, u.wrapped_at, u.wrapped, key, u.secret, u.old_version) for u in updates),
+                "UPDATE slots SET version = ?3, wrapped_at = ?4, wrapped = ?5"
+                " WHERE key = ?6 AND secret = ?1 AND version = ?2",
+                [(*u, key) for u in updates],
             )
             return c.total_changes - before
+
+    def split_points(self, key: str, parts: int) -> list[str]:
+        """Up to ``parts - 1`` secret names that cut the key's slots into ranges of about equal size."""
+        with self._transaction(write=False) as c:
+            (n,) = c.execute("SELECT COUNT(*) FROM slots WHERE key = ?", (key,)).fetchone()
+            points = []
+            for i in range(1, parts):
+                row = c.execute(
+                    "SELECT secret FROM slots WHERE key = ? ORDER BY secret LIMIT 1 OFFSET ?", (key, n * i // parts)
+                ).fetchone()
+                if row and (not points or row[0] > points[-1]):
+                    points.append(row[0])
+        return points
 
     def version_counts(self, key: str) -> dict[str, int]:
         with self._transaction(write=False) as c:

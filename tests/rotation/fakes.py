@@ -44,11 +44,11 @@ class CorruptingKey(Key):
         self.provider = key.provider
         self.corrupt = corrupt
 
-    def rewrap_many(self, items) -> list[Wrapped | ProviderError]:
-        out = self._key.rewrap_many(items)
-        return [
-            Wrapped(w.version, bytes(len(w.blob))) if isinstance(w, Wrapped) and ctx.secret in self.corrupt else w
-            for w, (_old, ctx) in zip(out, items, strict=True)
+    def rewrap_many(self, vault, items):
+        version, out = self._key.rewrap_many(vault, items)
+        return version, [
+            bytes(len(w)) if isinstance(w, bytes) and secret in self.corrupt else w
+            for w, (secret, _v, _b) in zip(out, items, strict=True)
         ]
 
     def __getattr__(self, name: str):

@@ -1,0 +1,111 @@
+"""A large rewrap, cut into lanes that processes rewrap side by side.
+
+One lane is one range of secret names with its own durable cursor
+(``keystead_lanes``). The worker that holds the key's rotation lock starts
+one process per lane (``spawn``: no SQLite handle or thread is inherited),
+each opening the vault and the state database itself and running the same
+batch loop as a single-process rewrap (:meth:`Engine.rewrap_range`) over its
+range. The store serialises their writes; the CPU work (rewrapping, encoding,
+bookkeeping) runs on every core.
+
+Crash safety is the single-process argument, per lane: each batch is backed
+up, then swapped in with a compare-and-swap per slot, then the lane's cursor
+moves. A lane process whose parent dies (SIGKILL) stops after the batch in
+hand; a restarted worker resumes every unfinished lane from its cursor, and
+a slot rewrapped twice meanwhile is refused by the compare-and-swap. Stop
+(SIGTERM/SIGINT) is passed on to the lanes, which finish their batch and
+exit; the parent then reports the rotation paused.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+from datetime import datetime, timezone
+
+from keystead.errors import KeysteadError, RotationError
+
+POLL_SECONDS = 0.25
+
+
+def run_lanes(engine, rot, lanes) -> None:
+    """Rewrap ``lanes`` of ``rot`` in one process each; return when all have ended."""
+    ctx = multiprocessing.get_context("spawn")
+    config = engine.vault.config
+    procs = [
+        ctx.Process(
+            target=lane_main,
+            args=(str(config.path), config.profile, rot.id, lane.lane, engine.now.timestamp(), os.getpid()),
+            name=f"keystead-lane-{lane.lane}",
+        )
+        for lane in lanes
+    ]
+    for p in procs:
+        p.start()
+    seen = rot.rewrapped
+    try:
+        while any(p.is_alive() for p in procs):
+            if engine.stop.wait(POLL_SECONDS):
+                for p in procs:
+                    if p.is_alive():
+                        os.kill(p.pid, signal.SIGTERM)
+                for p in procs:
+                    p.join()
+                break
+            now = engine.state.get(rot.id).rewrapped
+            engine.progress.advance(max(0, now - seen))
+            seen = max(seen, now)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    failed = [p for p in procs if p.exitcode not in (0, None)]
+    if failed and not engine.stop.is_set():
+        error = engine.state.get(rot.id).error or f"exit code {failed[0].exitcode}"
+        raise RotationError(f"rewrap lane {failed[0].name} failed: {error}")
+    engine.progress.advance(max(0, engine.state.get(rot.id).rewrapped - seen))
+
+
+def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: int,
+              now: float, parent_pid: int) -> None:
+    """Entry point of one lane process."""
+    from keystead.config import load_config
+    from keystead.rotation.engine import Engine
+    from keystead.rotation.state import StateDB
+    from keystead.vault import Vault
+
+    stop = _ParentWatch(parent_pid)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    config = load_config(config_path, profile=profile)
+    state = StateDB.open(config.state_url)
+    try:
+        with Vault.open(config) as vault:
+            rot = state.get(rotation_id)
+            lane = next(x for x in state.lanes(rotation_id) if x.lane == lane_no)
+            key = vault.keys[rot.key]
+            engine = Engine(vault, state, now=datetime.fromtimestamp(now, timezone.utc), stop=stop)
+            engine.rewrap_range(key, rot, after=lane.cursor, until=lane.until, lane=lane_no)
+            if not stop.is_set():
+                state.finish_lane(rotation_id, lane_no)
+    except KeysteadError as exc:
+        state.update(rotation_id, now=datetime.now(timezone.utc), error=f"lane {lane_no}: {exc}")
+        raise SystemExit(1) from None
+    finally:
+        state.close()
+
+
+class _ParentWatch(threading.Event):
+    """A stop flag that also turns true once the parent process is gone (SIGKILL)."""
+
+    def __init__(self, parent_pid: int) -> None:
+        super().__init__()
+        self._parent = parent_pid
+
+    def is_set(self) -> bool:
+        if not super().is_set() and os.getppid() != self._parent:
+            self.set()
+        return super().is_set()
