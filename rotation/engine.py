@@ -70,6 +70,8 @@ from keystead.stores.base import SlotUpdate
 
 MAX_PASSES = 3
 log = logging.getLogger("keystead.rotation")
+LOG_FORMAT = "%(asctime)s level=%(levelname)s %(message)s"
+LOG_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 # Outcomes of one key in one sweep.
 OK_OUTCOMES = ("done", "idle", "waiting", "paused")

@@ -19,9 +19,11 @@ exit; the parent then reports the rotation paused.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from datetime import datetime, timezone
 
@@ -37,7 +39,8 @@ def run_lanes(engine, rot, lanes) -> None:
     procs = [
         ctx.Process(
             target=lane_main,
-            args=(str(config.path), config.profile, rot.id, lane.lane, engine.now.timestamp(), os.getpid()),
+            args=(str(config.path), config.profile, rot.id, lane.lane, engine.now.timestamp(), os.getpid(),
+                  _log_level()),
             name=f"keystead-lane-{lane.lane}",
         )
         for lane in lanes
@@ -69,14 +72,26 @@ def run_lanes(engine, rot, lanes) -> None:
     engine.progress.advance(max(0, engine.state.get(rot.id).rewrapped - seen))
 
 
+def _log_level() -> int:
+    """The parent's level for rotation log lines (a lane logs like its parent)."""
+    logger = logging.getLogger("keystead.rotation")
+    return logger.getEffectiveLevel() if logger.handlers else logging.CRITICAL + 1
+
+
 def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: int,
-              now: float, parent_pid: int) -> None:
+              now: float, parent_pid: int, log_level: int = logging.CRITICAL + 1) -> None:
     """Entry point of one lane process."""
     from keystead.config import load_config
-    from keystead.rotation.engine import Engine
+    from keystead.rotation.engine import LOG_DATE_FORMAT, LOG_FORMAT, Engine
     from keystead.rotation.state import StateDB
     from keystead.vault import Vault
 
+    if log_level <= logging.CRITICAL:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        logger = logging.getLogger("keystead.rotation")
+        logger.addHandler(handler)
+        logger.setLevel(log_level)
     stop = _ParentWatch(parent_pid)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

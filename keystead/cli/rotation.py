@@ -61,8 +61,9 @@ def _setup_logging() -> None:
     if any(isinstance(h, _StderrHandler) for h in logger.handlers):
         return
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s level=%(levelname)s %(message)s",
-                                           datefmt="%Y-%m-%dT%H:%M:%S%z"))
+    from keystead.rotation.engine import LOG_DATE_FORMAT, LOG_FORMAT
+
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if _interactive() else logging.INFO)
     logger.propagate = False

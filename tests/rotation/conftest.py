@@ -107,14 +107,16 @@ class Env:
 
 def write_config(root: Path, *, store: str = "sqlite:///.keystead/vault.db", batch_size: int = 7,
                  grace_days: int = 0, extra: str = "", state: str | None = None,
-                 period: int = 90, sample_above: int = 200_000, sample_size: int = 10_000) -> Path:
+                 period: int = 90, sample_above: int = 200_000, sample_size: int = 10_000,
+                 parallel: int = 1, parallel_above: int = 50_000) -> Path:
     path = root / "keystead.toml"
     state_line = f'state = "{state}"\n' if state else ""
     path.write_text(
         f'[vault]\nname = "default"\nstore = "{store}"\n{state_line}'
         f'[keys.main]\nref = "local:main"\nrotation_period_days = {period}\n{extra}'
         f"[rotation]\ngrace_days = {grace_days}\nbatch_size = {batch_size}\n"
-        f"verify_sample_above = {sample_above}\nverify_sample_size = {sample_size}\n",
+        f"verify_sample_above = {sample_above}\nverify_sample_size = {sample_size}\n"
+        f"parallel = {parallel}\nparallel_above = {parallel_above}\n",
         encoding="utf-8",
     )
     return path

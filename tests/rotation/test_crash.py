@@ -48,9 +48,12 @@ def _read_lines_until(proc, count: int, limit: float) -> int:
     return seen
 
 
-def test_sigkill_at_random_points_loses_nothing(tmp_path) -> None:
-    rng = random.Random(SEED)
-    env = make_env(tmp_path / "ws", n=N, batch_size=500)
+@pytest.mark.parametrize("parallel", [1, 2], ids=["one-process", "two-lanes"])
+def test_sigkill_at_random_points_loses_nothing(tmp_path, parallel: int) -> None:
+    """With ``parallel=2`` every rewrap is cut into two lane processes, and the
+    kills land on the parent while its lanes are mid-batch."""
+    rng = random.Random(SEED + parallel)
+    env = make_env(tmp_path / "ws", n=N, batch_size=500, parallel=parallel, parallel_above=2_000)
     as_of = DUE
     kills = completed = 0
     runs = 0
@@ -81,9 +84,10 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path) -> None:
         env.check_all_open()
         state = env.state()
         rot = state.latest("main")
+        mid = rot is not None and (bool(rot.cursor) or any(x.cursor != x.start for x in state.lanes(rot.id)))
         state.close()
         if proc.returncode == -signal.SIGKILL:
-            where = "none" if rot is None else rot.state + ("(mid)" if rot.state == st.REWRAPPING and rot.cursor else "")
+            where = "none" if rot is None else rot.state + ("(mid)" if rot.state == st.REWRAPPING and mid else "")
             killed_in[where] = killed_in.get(where, 0) + 1
         if rot is not None and rot.state == st.DONE:
             completed += 1
