@@ -3,10 +3,12 @@
 ``python -m benchmarks.rewrap seed FOLDER N STORE`` creates a workspace with N
 secrets under local:main (sealed 120 days ago), streamed into the store with
 ``put_many`` (the vault is never held in memory).
+``python -m benchmarks.rewrap lanes FOLDER K`` sets ``parallel = K``.
 ``python -m benchmarks.rewrap rotate FOLDER`` runs the real engine on it
 (rotate, rewrap, verify, retire) and prints one JSON line: rewrap rate, phase
 times, the share of rewrap time spent in the store and in the state
-database, and the peak RSS of the process.
+database (meaningful with one lane: lanes run in their own processes), and the
+peak RSS of the process or of its largest lane process.
 """
 
 from __future__ import annotations
@@ -26,23 +28,32 @@ ref = "local:main"
 [rotation]
 grace_days = 0
 batch_size = {batch}
+parallel = {parallel}
 """
 
 
 def seed(folder: Path, n: int, store: str, batch: int = 5000) -> None:
+    """Seed N secrets; the config says ``parallel = 1`` (see :func:`set_parallel`)."""
     from keystead.config import load_config
     from keystead.crypto import seal
     from keystead.providers.local import LocalKeyFile
     from keystead.vault import Vault
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "keystead.toml").write_text(CONFIG.format(store=store, batch=batch))
+    (folder / "keystead.toml").write_text(CONFIG.format(store=store, batch=batch, parallel=1))
     config = load_config(folder / "keystead.toml")
     then = datetime.now(timezone.utc) - timedelta(days=120)
     LocalKeyFile(config.key_file).create("main", now=then)
     with Vault.open(config) as vault:
         key = vault.keys["main"]
         vault.store.put_many(seal("bench", f"S{i:08d}", b"v%08d" % i, [key], now=then) for i in range(n))
+
+
+def set_parallel(folder: Path, lanes: int) -> None:
+    path = folder / "keystead.toml"
+    text = path.read_text()
+    path.write_text("\n".join(f"parallel = {lanes}" if line.startswith("parallel =") else line
+                              for line in text.splitlines()) + "\n")
 
 
 class _Clock:
@@ -91,9 +102,11 @@ def rotate(folder: Path) -> dict:
         result = Engine(vault, state, now=datetime.now(timezone.utc), progress=phase).run_key("main")
         total = time.perf_counter() - t
     state.close()
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)  # a lane process, if any
     return {
-        "n": n, "outcome": result.outcome, "total_s": total, "rewrap_s": phase.seconds,
+        "n": n, "lanes": config.rotation.parallel if n > config.rotation.parallel_above else 1,
+        "outcome": result.outcome, "total_s": total, "rewrap_s": phase.seconds,
         "rate": n / phase.seconds, "store_share": clock.spent.get("store", 0) / phase.seconds,
         "state_share": clock.spent.get("state", 0) / phase.seconds,
         "crypto_share": clock.spent.get("crypto", 0) / phase.seconds, "peak_rss_mb": rss_kb / 1024,
@@ -104,5 +117,7 @@ if __name__ == "__main__":
     cmd, folder = sys.argv[1], Path(sys.argv[2])
     if cmd == "seed":
         seed(folder, int(sys.argv[3]), sys.argv[4])
+    elif cmd == "lanes":
+        set_parallel(folder, int(sys.argv[3]))
     else:
         print(json.dumps(rotate(folder)))

@@ -36,18 +36,26 @@ def _child(*args: str) -> str:
     return out.stdout
 
 
-def measure_rotation(n: int, store: str) -> dict:
+def measure_rotation(n: int, store: str, lanes: tuple[int, ...] = (1,)) -> list[dict]:
+    """Seed once, then rotate a fresh copy of the seeded vault once per lane count."""
     folder = Path(tempfile.mkdtemp(prefix=f"keystead-bench-{n}-"))
     try:
         t = time.perf_counter()
-        _child("seed", str(folder), str(n), store)
+        _child("seed", str(folder / "seed"), str(n), store)
         seeded = time.perf_counter() - t
-        result = json.loads(_child("rotate", str(folder)))
-        result["seed_s"] = seeded
-        if store.startswith("dir:"):
-            files = list((folder / store[4:]).glob("*.json"))
-            result["file_bytes"] = sum(f.stat().st_size for f in files[:100]) // max(1, min(100, len(files)))
-        return result
+        results = []
+        for k in lanes:
+            run = folder / f"lanes-{k}"
+            shutil.copytree(folder / "seed", run)
+            _child("lanes", str(run), str(k))
+            result = json.loads(_child("rotate", str(run)))
+            result["seed_s"] = seeded
+            if store.startswith("dir:"):
+                files = list((run / store[4:]).glob("*.json"))
+                result["file_bytes"] = sum(f.stat().st_size for f in files[:100]) // max(1, min(100, len(files)))
+            results.append(result)
+            shutil.rmtree(run, ignore_errors=True)
+        return results
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -79,22 +87,25 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(timezone.utc)
     log("raw AES-GCM rewrap, one core")
     raw = baselines.aes_gcm_rewrap_rate(50_000 if args.quick else 300_000)
-    sqlite = []
+    sqlite, single = [], []
     for n in sizes:
-        log(f"sqlite store: rotate {n:,} envelopes")
-        sqlite.append(measure_rotation(n, "sqlite:///.keystead/vault.db"))
-        log(f"  {sqlite[-1]['rate']:,.0f}/s, peak {sqlite[-1]['peak_rss_mb']:.0f} MB")
+        log(f"sqlite store: rotate {n:,} envelopes, two lanes and one process")
+        two, one = measure_rotation(n, "sqlite:///.keystead/vault.db", lanes=(2, 1))
+        sqlite.append(two)
+        single.append(one)
+        log(f"  {two['rate']:,.0f}/s with {two['lanes']} lane(s), {one['rate']:,.0f}/s in one process, "
+            f"peak {two['peak_rss_mb']:.0f} MB")
     log(f"dir store: rotate {n_dir:,} envelope files")
-    dir_run = measure_rotation(n_dir, "dir:secrets")
+    (dir_run,) = measure_rotation(n_dir, "dir:secrets")
     with tempfile.TemporaryDirectory(prefix="keystead-bench-fsync-") as tmp:
         log("bare write-temp+fsync+rename loop")
         bare = baselines.fsync_loop_rate(Path(tmp), n_dir, dir_run.get("file_bytes", 600))
     log(f"keystead dir store at the sops count ({n_sops})")
-    dir_small = measure_rotation(n_sops, "dir:secrets")
-    sqlite_small = measure_rotation(n_sops, "sqlite:///.keystead/vault.db")
+    (dir_small,) = measure_rotation(n_sops, "dir:secrets")
+    (sqlite_small,) = measure_rotation(n_sops, "sqlite:///.keystead/vault.db")
     log(f"sops rotate -i on {n_sops} age-encrypted files")
     sops = baselines.sops_rotate_rate(n_sops)
-    report = render(started, raw, sqlite, dir_run, bare, dir_small, sqlite_small, sops, quick=args.quick)
+    report = render(started, raw, sqlite, single, dir_run, bare, dir_small, sqlite_small, sops, quick=args.quick)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)
     log(f"wrote {args.out}")
@@ -105,9 +116,8 @@ def _yes(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
-def render(started, raw, sqlite, dir_run, bare, dir_small, sqlite_small, sops, *, quick: bool) -> str:
+def render(started, raw, sqlite, single, dir_run, bare, dir_small, sqlite_small, sops, *, quick: bool) -> str:
     big = sqlite[-1]
-    best = max(r["rate"] for r in sqlite)
     rss_series = " -> ".join(f"{r['peak_rss_mb']:.0f}" for r in sqlite)
     lines = [
         "# keystead benchmarks",
@@ -129,26 +139,34 @@ def render(started, raw, sqlite, dir_run, bare, dir_small, sqlite_small, sops, *
         "",
         f"Raw single-core AES-256-GCM rewrap of 32-byte keys (unwrap + wrap, fresh nonce): **{raw:,.0f}/s**.",
         "",
-        "| envelopes | rewrap rate | x raw AES-GCM | rewrap s | total s | store share | state db share | "
-        "crypto share | peak RSS |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Each size is seeded once and rotated twice from the same seeded copy: with the default",
+        "`parallel = 2` (a backlog above `parallel_above` = 50,000 is cut into two lanes, one process",
+        "each, side by side) and with `parallel = 1` (one process; its shares show where the time goes).",
+        "",
+        "| envelopes | lanes | rewrap rate | x raw AES-GCM | rewrap s | total s | peak RSS | one process | "
+        "store share | state db share | crypto share |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in sqlite:
+    for r, o in zip(sqlite, single):
         lines.append(
-            f"| {r['n']:,} | {r['rate']:,.0f}/s | {r['rate'] / raw:.2f} | {r['rewrap_s']:.2f} | {r['total_s']:.2f} | "
-            f"{r['store_share']:.0%} | {r['state_share']:.0%} | {r['crypto_share']:.0%} | {r['peak_rss_mb']:.0f} MB |"
+            f"| {r['n']:,} | {r['lanes']} | {r['rate']:,.0f}/s | {r['rate'] / raw:.2f} | {r['rewrap_s']:.2f} | "
+            f"{r['total_s']:.2f} | {r['peak_rss_mb']:.0f} MB | {o['rate']:,.0f}/s | "
+            f"{o['store_share']:.0%} | {o['state_share']:.0%} | {o['crypto_share']:.0%} |"
         )
     lines += [
         "",
-        "Shares are of the rewrap loop's time: *store* = `slots_behind` + `replace_slots` (SQLite reads and",
-        "the compare-and-swap update), *state db* = the backup row and the cursor commit, *crypto* =",
-        "`rewrap_many` (AES-GCM unwrap + wrap and its Python loop); the rest is the engine's own per-slot",
-        "work (building the batch), audit records and progress.",
+        "Shares are of the one-process rewrap loop's time: *store* = `slots_behind` + `replace_slots`",
+        "(SQLite reads and the compare-and-swap update), *state db* = the one commit per batch (backups",
+        "of this batch, cursor of the last), *crypto* = `rewrap_many` (AES-GCM unwrap + wrap and its",
+        "Python loop); the rest is the engine's own per-slot work, audit records and progress. Peak RSS",
+        "is the larger of the rotating process and its largest lane process.",
         "",
         "| target | measured | |",
         "|---|---|---|",
-        f"| >= 100,000 envelopes/s (2 cores) | {best:,.0f}/s (one process) | {_yes(best >= 100_000)} |",
-        f"| >= 0.25 x raw AES-GCM rewrap ({0.25 * raw:,.0f}/s) | {best / raw:.2f} x | {_yes(best >= 0.25 * raw)} |",
+        f"| >= 100,000 envelopes/s (2 cores) at {big['n']:,} | {big['rate']:,.0f}/s ({big['lanes']} lanes) | "
+        f"{_yes(big['rate'] >= 100_000)} |",
+        f"| >= 0.25 x raw AES-GCM rewrap ({0.25 * raw:,.0f}/s) | {big['rate'] / raw:.2f} x | "
+        f"{_yes(big['rate'] >= 0.25 * raw)} |",
         f"| < 150 MB peak RSS at {big['n']:,} | {big['peak_rss_mb']:.0f} MB | {_yes(big['peak_rss_mb'] < 150)} |",
         f"| RSS flat as the vault grows | {rss_series} MB | "
         f"{_yes(big['peak_rss_mb'] < 1.5 * sqlite[0]['peak_rss_mb'] + 20)} |",
@@ -194,13 +212,13 @@ def render(started, raw, sqlite, dir_run, bare, dir_small, sqlite_small, sops, *
         "",
         "## Reading these numbers",
         "",
-        "- The rewrap loop runs in one process and one thread. The >= 100,000/s target assumes both cores;",
-        "  this engine does not yet split a key's rewrap across processes, which is what the table's",
-        "  shares say would be needed (see docs/rotation.md, Performance).",
+        "- Below `parallel_above` (50,000 behind) a rewrap runs in one process: starting a lane",
+        "  process costs about half a second, which a small backlog does not repay. The SQLite store",
+        "  takes one writer at a time, so two lanes do not double the rate: the compare-and-swap",
+        "  update is the serial part (see the store share).",
         "- Peak RSS grows with the vault although nothing is loaded whole (batches stream); the",
         "  likeliest cause, not yet confirmed, is SQLite's page caches filling up to their caps (the",
-        "  store sets 32 MB) plus the WAL index: growth is bounded, not linear (10x the envelopes from",
-        "  100k to 1M added about a third to the peak).",
+        "  store sets 32 MB) plus the WAL index: growth is bounded, not linear.",
         "- Estimated times in `keystead rotate --dry-run` use `keystead.rotation.planner.REWRAP_RATES`",
         "  (local: 100,000/s), which is optimistic against the figures above on this machine.",
         "",
