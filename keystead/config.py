@@ -31,7 +31,7 @@ class KeyConfig:
 class RotationConfig:
     interval_minutes: int = 60
     grace_days: int = 7
-    batch_size: int = 2000
+    batch_size: int = 5000
     verify_sample_above: int = 200_000
     verify_sample_size: int = 10_000
     misfire_grace_seconds: int = 300
@@ -185,7 +185,7 @@ def load_config(path: Path | str | None = None, *, profile: str | None = None) -
     rotation = RotationConfig(
         interval_minutes=r.int_in(rot, "interval_minutes", "[rotation]", 60, 1, 10080),
         grace_days=r.int_in(rot, "grace_days", "[rotation]", 7, 0, 365),
-        batch_size=r.int_in(rot, "batch_size", "[rotation]", 2000, 1, 100_000),
+        batch_size=r.int_in(rot, "batch_size", "[rotation]", 5000, 1, 100_000),
         verify_sample_above=r.int_in(rot, "verify_sample_above", "[rotation]", 200_000, 0, 10**9),
         verify_sample_size=r.int_in(rot, "verify_sample_size", "[rotation]", 10_000, 1, 10**9),
         misfire_grace_seconds=r.int_in(rot, "misfire_grace_seconds", "[rotation]", 300, 1, 86400),

@@ -279,9 +279,9 @@ class Engine:
         """Rewrap until nothing is behind after the cursor (or stop), then verify.
 
         A large first pass is cut into lanes rewrapped by processes side by
-        side (:mod:`keystead.rotation.lanes`); a final pass in this process
-        from the rotation's own cursor then picks up whatever the lanes did not
-        see (slots written meanwhile, a lane that was cut short).
+        side (:mod:`keystead.rotation.lanes`). Whatever the lanes did not see
+        (slots written meanwhile) the verification's count check finds, and
+        it sends the rotation round another pass, in this process.
         """
         counts = self.vault.store.version_counts(key.ref)
         self.progress.start(rot.key, sum(c for v, c in counts.items() if v != rot.to_version))
@@ -292,9 +292,8 @@ class Engine:
 
                 run_lanes(self, rot, pending)
                 rot = self.state.get(rot.id)
-                if self.stop.is_set():
-                    return rot
-            rot = self.rewrap_range(key, rot, after=rot.cursor)
+            else:
+                rot = self.rewrap_range(key, rot, after=rot.cursor)
         finally:
             self.progress.finish()
         if self.stop.is_set():
