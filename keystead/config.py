@@ -36,7 +36,7 @@ class RotationConfig:
     verify_sample_size: int = 10_000
     misfire_grace_seconds: int = 300
     parallel: int = 2
-    parallel_above: int = 50_000
+    parallel_above: int = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +190,7 @@ def load_config(path: Path | str | None = None, *, profile: str | None = None) -
         verify_sample_size=r.int_in(rot, "verify_sample_size", "[rotation]", 10_000, 1, 10**9),
         misfire_grace_seconds=r.int_in(rot, "misfire_grace_seconds", "[rotation]", 300, 1, 86400),
         parallel=r.int_in(rot, "parallel", "[rotation]", 2, 1, 64),
-        parallel_above=r.int_in(rot, "parallel_above", "[rotation]", 50_000, 0, 10**9),
+        parallel_above=r.int_in(rot, "parallel_above", "[rotation]", 200_000, 0, 10**9),
     )
     return Config(
         path=path,
