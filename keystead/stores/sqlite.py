@@ -69,7 +69,7 @@ class SqliteStore:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA cache_size=-32768")
+            conn.execute("PRAGMA cache_size=-16384")
             self._conn = conn
             self._migrate()
         except BaseException as exc:
