@@ -3,7 +3,9 @@ disk full, a rewrap that does not verify, two workers on one state."""
 
 from __future__ import annotations
 
+import errno
 import sqlite3
+import subprocess
 import threading
 
 import pytest
@@ -182,3 +184,42 @@ def test_engine_errors_are_rotation_errors(env: Env) -> None:
         st.StateDB.open("mysql://nowhere/x")
     with pytest.raises(RotationError):
         st.StateDB.open("not a url")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 256 KiB tmpfs to fill up; skipped where this process may not mount."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill up (needs root): {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_real_disk_full_pauses_then_resumes(tmp_path, small_disk) -> None:
+    """The dir store on a filesystem that is really full: ENOSPC from the kernel, not a fake."""
+    env = make_env(tmp_path / "ws", n=30, store=f"dir:{small_disk / 'secrets'}", batch_size=7)
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as fh:  # take every byte that is left
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    before = sorted(p.name for p in (small_disk / "secrets").iterdir())
+    r = env.run("worker", "--once", "--as-of", DUE.date().isoformat())
+    assert r.returncode == ROT, r.stderr
+    assert "disk full" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in (small_disk / "secrets").iterdir()) == before  # no temp file left behind
+    assert env.check_all_open() == {"1": env.n}  # nothing half-written; everything opens
+    assert latest(env).state == st.REWRAPPING and "disk full" in latest(env).error
+    filler.unlink()  # space again: the next sweep finishes the same rotation
+    r = env.run("worker", "--once", "--as-of", DUE.date().isoformat())
+    assert r.returncode == 0, r.stderr
+    assert env.check_all_open() == {"2": env.n}
+    assert latest(env).state == st.DONE
