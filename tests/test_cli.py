@@ -156,3 +156,22 @@ def test_debug_shows_the_traceback(ws: Workspace) -> None:
 def test_init_twice_is_refused(ws: Workspace) -> None:
     result = ws.cli("init", "--dir", str(ws.root), ok=False)
     assert result.exit_code == EXIT_CODES["InputError"] and "already" in result.stderr
+
+
+def test_keys_create_with_a_dotted_name_keeps_the_config_valid(ws: Workspace) -> None:
+    # check_name allows '.', and a bare [keys.a.b] header is a nested TOML table.
+    ws.cli("keys", "create", "team.billing", "--period", "30")
+    rows = json.loads(ws.cli("keys", "list", "--json").stdout)
+    assert {r["name"]: (r["ref"], r["rotation_period_days"]) for r in rows} == {
+        "main": ("local:main", 90),
+        "team.billing": ("local:team.billing", 30),
+    }
+
+
+def test_keys_create_refuses_a_name_too_long_for_a_local_ref(ws: Workspace) -> None:
+    before = ws.snapshot()
+    result = ws.cli("keys", "create", "k" * 65, ok=False)
+    assert result.exit_code == EXIT_CODES["InputError"] and "too long" in result.stderr
+    assert ws.snapshot() == before
+    ws.cli("keys", "create", "k" * 64)
+    assert len(json.loads(ws.cli("keys", "list", "--json").stdout)) == 2

@@ -14,6 +14,9 @@ from keystead.errors import InputError, NotFoundError
 from keystead.providers import KeyInfo
 
 
+MAX_LOCAL_NAME = 64
+
+
 @click.group()
 def keys() -> None:
     """List, show and create keys."""
@@ -104,6 +107,9 @@ def show(app: App, ref: str, as_json: bool) -> None:
 def create(app: App, name: str, period_days: int) -> None:
     """Create local key NAME in the key file and add it to keystead.toml as local:NAME."""
     check_name(name, "key name")
+    if len(name) > MAX_LOCAL_NAME:
+        # local:NAME takes at most 64 characters; a longer one would write a ref the config then refuses.
+        raise InputError(f"key name {name[:32]}... is too long: a local key name takes at most {MAX_LOCAL_NAME} characters")
     config = app.config
     if name in config.keys:
         raise InputError(f"key {name!r} is already declared in {config.path}")
@@ -112,6 +118,7 @@ def create(app: App, name: str, period_days: int) -> None:
 
     LocalKeyFile(config.key_file).create(name)
     with open(config.path, "a", encoding="utf-8") as fh:
-        fh.write(f'\n[keys.{name}]\nref = "local:{name}"\nrotation_period_days = {period_days}\n')
+        # Quoted: a name may hold '.', which a bare TOML key would split into a nested table.
+        fh.write(f'\n[keys."{name}"]\nref = "local:{name}"\nrotation_period_days = {period_days}\n')
     AuditLog(config.audit_path).append("keys.create", key=f"local:{name}")
     err_console().print(f"created local:{name} (add it to a profile's keys to seal new secrets with it)")
