@@ -175,3 +175,19 @@ def test_keys_create_refuses_a_name_too_long_for_a_local_ref(ws: Workspace) -> N
     assert ws.snapshot() == before
     ws.cli("keys", "create", "k" * 64)
     assert len(json.loads(ws.cli("keys", "list", "--json").stdout)) == 2
+
+
+def test_an_internal_error_is_one_line_and_exit_70(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    # docs/cli.md: 70 is an internal error (a bug), one line unless --debug.
+    from keystead.vault import Vault
+
+    def broken(self):  # noqa: ANN001
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Vault, "names", broken)
+    result = ws.cli("secrets", "list", ok=False)
+    assert result.exit_code == 70
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "--debug" in result.stderr
+    debug = ws.cli("--debug", "secrets", "list", ok=False)
+    assert debug.exit_code == 70 and "Traceback" in debug.stderr
