@@ -331,7 +331,10 @@ class Engine:
                 raise RotationError(f"key {rot.key} moved to version {version} during the rewrap to {to}; "
                                     "the next sweep starts over")
             stamp = int(_ts(self.now))
-            updates = [SlotUpdate(r[0], r[1], to, stamp, w) for r, w in zip(rows, results) if type(w) is bytes]
+            # Compare-and-swap on the version and the wrapped bytes read: a secret re-set
+            # meanwhile (by a process still wrapping under the old version) keeps its new slot.
+            updates = [SlotUpdate(r[0], r[1], to, stamp, w, r[2])
+                       for r, w in zip(rows, results) if type(w) is bytes]
             saved, failed = rows, ()
             if len(updates) != len(rows):
                 failed = tuple((r.secret, r.version, type(w).__name__)
@@ -381,7 +384,7 @@ class Engine:
         return rot
 
     @staticmethod
-    def _open_all(key, to: str, envelopes, unread: set[str]) -> tuple[int, list[tuple[str, str]]]:
+    def _open_all(key, to: str, envelopes, unread: set[str]) -> tuple[int, list[tuple[str, str, bytes]]]:
         """Open each envelope's slot of ``key`` (data key, then payload); collect failures."""
         from keystead.crypto import open_envelope
 
@@ -395,7 +398,7 @@ class Engine:
                     raise DecryptError()
                 open_envelope(env, key)
             except (DecryptError, ProviderError):
-                bad.append((env.name, slot.version))
+                bad.append((env.name, slot.version, slot.wrapped))
             checked += 1
         return checked, bad
 
@@ -420,16 +423,16 @@ class Engine:
                     out[j] = name
         return sorted(set(out))
 
-    def _restore(self, key, rot: Rotation, bad: list[tuple[str, str]]) -> None:
+    def _restore(self, key, rot: Rotation, bad: list[tuple[str, str, bytes]]) -> None:
         updates = []
-        for name, version in bad:
+        for name, version, wrapped in bad:
             b = self.state.backup(rot.id, name)
             if b is not None:
-                updates.append(SlotUpdate(name, version, b[0], int(_ts(self.now)), b[1]))
+                updates.append(SlotUpdate(name, version, b[0], int(_ts(self.now)), b[1], wrapped))
         if updates:
             self.vault.store.replace_slots(key.ref, updates)
         self._event("restore", rot, key=key.ref, result="error", restored=len(updates),
-                    secrets=[n for n, _v in bad[:20]])
+                    secrets=[n for n, _v, _w in bad[:20]])
 
     def _another_pass(self, rot: Rotation, why: str) -> Rotation:
         """Start the rewrap again from the first secret; give up after MAX_PASSES in one sweep."""

@@ -40,13 +40,16 @@ class SlotRow(NamedTuple):
 
 
 class SlotUpdate(NamedTuple):
-    """Replace ``secret``'s slot for the key, if it is still at ``old_version``."""
+    """Replace ``secret``'s slot for the key, if it is still at ``old_version``
+    (and, when ``old_wrapped`` is given, still holds exactly those bytes: a
+    secret re-set meanwhile under the same version is left alone)."""
 
     secret: str
     old_version: str
     version: str
     wrapped_at: int
     wrapped: bytes
+    old_wrapped: bytes | None = None
 
 
 @runtime_checkable

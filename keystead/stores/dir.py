@@ -151,6 +151,8 @@ class DirStore:
                     slot = env.slot(key)
                     if slot is None or slot.version != up.old_version:
                         continue
+                    if up.old_wrapped is not None and slot.wrapped != up.old_wrapped:
+                        continue  # re-set meanwhile under the same version
                     new = Slot(key, slot.provider, up.version, up.wrapped_at, up.wrapped)
                     self._write(target, encode(env.with_slot(new)), sync_folder=False)
                     replaced += 1

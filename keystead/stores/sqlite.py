@@ -186,7 +186,7 @@ class SqliteStore:
             # Numbered parameters take each SlotUpdate as it is, plus the key.
             c.executemany(
                 "UPDATE slots SET version = ?3, wrapped_at = ?4, wrapped = ?5"
-                " WHERE key = ?6 AND secret = ?1 AND version = ?2",
+                " WHERE key = ?7 AND secret = ?1 AND version = ?2 AND (?6 IS NULL OR wrapped = ?6)",
                 [(*u, key) for u in updates],
             )
             return c.total_changes - before

@@ -68,3 +68,19 @@ class CorruptingKey(Key):
 
     def retire(self, version):
         return self._key.retire(version)
+
+
+class RacingKey(CorruptingKey):
+    """A real key that calls ``during()`` once, between reading a rewrap batch and its swap:
+    a concurrent writer (``secrets set`` from a process that loaded the key earlier)."""
+
+    def __init__(self, key: Key, during) -> None:
+        super().__init__(key, set())
+        self.during = during
+
+    def rewrap_many(self, vault, items):
+        out = self._key.rewrap_many(vault, items)
+        if self.during is not None:
+            during, self.during = self.during, None
+            during()
+        return out

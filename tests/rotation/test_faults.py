@@ -223,3 +223,25 @@ def test_real_disk_full_pauses_then_resumes(tmp_path, small_disk) -> None:
     assert r.returncode == 0, r.stderr
     assert env.check_all_open() == {"2": env.n}
     assert latest(env).state == st.DONE
+
+
+def test_a_secret_reset_during_its_rewrap_batch_keeps_the_new_value(any_env: Env) -> None:
+    # A process that loaded the key before the rotation still wraps under version 1; it
+    # re-sets S000003 between the engine's read of the batch and its swap. A compare-and-swap
+    # on the version alone would put the old data key's slot on the new payload.
+    from tests.rotation.fakes import RacingKey
+
+    env = any_env
+    stale = env.vault()
+    with env.vault() as vault:
+        vault.keys["main"] = RacingKey(vault.keys["main"], lambda: stale.set("S000003", b"new value"))
+        state = env.state()
+        Engine(vault, state, now=DUE).run_key("main")
+        state.close()
+    stale.close()
+    with env.vault() as vault:
+        assert vault.get("S000003") == b"new value"
+    sweep(env)
+    with env.vault() as vault:
+        assert vault.get("S000003") == b"new value"
+        assert vault.store.version_counts("local:main") == {"2": env.n}
