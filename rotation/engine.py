@@ -283,6 +283,15 @@ class Engine:
         (slots written meanwhile) the verification's count check finds, and
         it sends the rotation round another pass, in this process.
         """
+        primary = key.describe().primary
+        if primary != rot.to_version:
+            # The key got a newer version outside this rotation (by hand, or a lost
+            # state database): rewrap to that one instead, from the start.
+            rot = self.state.update(rot.id, now=self.now, to_version=primary, cursor="",
+                                    error=f"the key moved to version {primary} during the rewrap; "
+                                          "rewrapping to it from the start")
+            self.state.drop_lanes(rot.id)
+            self._event("retarget", rot, key=key.ref, to_version=primary)
         counts = self.vault.store.version_counts(key.ref)
         self.progress.start(rot.key, sum(c for v, c in counts.items() if v != rot.to_version))
         try:
@@ -329,7 +338,7 @@ class Engine:
             version, results = key.rewrap_many(vault_name, rows)
             if version != to:
                 raise RotationError(f"key {rot.key} moved to version {version} during the rewrap to {to}; "
-                                    "the next sweep starts over")
+                                    "the next sweep rewraps to the new version")
             stamp = int(_ts(self.now))
             # Compare-and-swap on the version and the wrapped bytes read: a secret re-set
             # meanwhile (by a process still wrapping under the old version) keeps its new slot.
@@ -376,9 +385,11 @@ class Engine:
             self._restore(key, rot, bad)
             return self._another_pass(rot, f"{len(bad)} rewrapped envelope(s) failed verification; "
                                       "their old slots were restored from backup")
-        deleted = self.state.delete_backups(rid)
+        # Verified first, then drop the backups: a crash in between leaves backups
+        # that _finish removes, never a re-verification over an empty backup set.
         rot = self.state.update(rid, now=self.now, state=VERIFIED, verified=checked,
                                 verified_at=_ts(self.now), error=None)
+        deleted = self.state.delete_backups(rid)
         self._event("verify", rot, key=ref, mode=mode, checked=checked, slots=slots, behind=behind,
                     unreadable=len(unread), backup_batches_deleted=deleted)
         return rot
@@ -465,6 +476,7 @@ class Engine:
         return rot
 
     def _finish(self, key, rot: Rotation) -> Rotation:
+        self.state.delete_backups(rot.id)  # left over if a crash came right after verification
         rot = self.state.update(rot.id, now=self.now, state=DONE, done_at=_ts(self.now), error=None)
         self._event("done", rot, key=key.ref, to_version=rot.to_version, rewrapped=rot.rewrapped,
                     unreadable=rot.unreadable)

@@ -358,6 +358,10 @@ class StateDB:
                 conn.execute(sa.insert(lanes), rows)
         return self.lanes(rotation_id)
 
+    def drop_lanes(self, rotation_id: int) -> None:
+        with self._translate("dropping lanes"), self.engine.begin() as conn:
+            conn.execute(sa.delete(lanes).where(lanes.c.rotation_id == rotation_id))
+
     def finish_lane(self, rotation_id: int, lane: int) -> None:
         with self._translate("finishing a lane"), self.engine.begin() as conn:
             conn.execute(sa.update(lanes).where(lanes.c.rotation_id == rotation_id, lanes.c.lane == lane)

@@ -106,6 +106,7 @@ def test_keys_list_show_create(ws: Workspace) -> None:
 def test_key_file_is_0600_and_unsafe_mode_is_refused_cleanly(ws: Workspace) -> None:
     key_file = ws.root / ".keystead" / "keys.json"
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(key_file.parent).st_mode) == 0o700
     ws.cli("secrets", "set", "A", input="1")
     os.chmod(key_file, 0o644)
     result = ws.run("secrets", "get", "A")

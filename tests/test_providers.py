@@ -170,3 +170,9 @@ def test_cloud_references_are_known_but_not_yet_available(tmp_path: Path) -> Non
 
     with pytest.raises(ProviderError, match="not available"):
         open_key("alias/keystead", Settings())
+
+
+def test_a_long_lived_key_wraps_under_the_primary_another_process_rotated_to(keyfile: LocalKeyFile) -> None:
+    sealer = LocalKey("main", keyfile)  # loaded before the rotation, kept open (a server, say)
+    LocalKey("main", keyfile).rotate(now=T0 + timedelta(days=90))  # the worker, elsewhere
+    assert sealer.wrap(os.urandom(32), CTX).version == "2"

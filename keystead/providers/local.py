@@ -109,7 +109,7 @@ class LocalKeyFile:
     # -- writing -------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, tuple[str, tuple[_Version, ...]]]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock_path = self.path.with_name(self.path.name + ".lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -190,8 +190,17 @@ class LocalKey(Key):
         self._file = keyfile
         self._reload()
 
+    def _stamp(self) -> tuple[int, int]:
+        st = os.stat(self._file.path)
+        return st.st_ino, st.st_mtime_ns
+
     def _reload(self) -> None:
+        try:
+            stamp = self._stamp()  # before reading: a change made meanwhile reloads again
+        except FileNotFoundError:
+            stamp = None  # load() says what to do
         keys = self._file.load()
+        self._loaded = stamp
         if self.name not in keys:
             raise NotFoundError(f"no local key {self.name!r} in {self._file.path}")
         self._primary, self._versions = keys[self.name]
@@ -208,6 +217,15 @@ class LocalKey(Key):
 
     # -- what the key does ------------------------------------------------------
     def wrap(self, dek: bytes, context: Context) -> Wrapped:
+        # Always wrap under the key file's current primary: a long-lived process
+        # must not keep sealing under a version the worker has since rotated
+        # away from (and may retire). One stat per wrap; the file is replaced
+        # atomically on every change, so a new inode or mtime means reload.
+        try:
+            if self._stamp() != self._loaded:
+                self._reload()
+        except FileNotFoundError:
+            raise KeyFileError(f"key file {self._file.path} disappeared") from None
         nonce = os.urandom(NONCE_LEN)
         return Wrapped(self._primary, nonce + self._aeads[self._primary].encrypt(nonce, dek, context.aad))
 

@@ -218,3 +218,37 @@ def test_verification_samples_above_the_threshold(tmp_path) -> None:
     verify = [json.loads(x) for x in env.config().audit_path.read_text().splitlines()
               if '"rotation.verify"' in x]
     assert "sample of 10" in json.dumps(verify)
+
+
+def test_key_moved_on_during_the_rewrap_is_rewrapped_to_its_new_primary(env: Env) -> None:
+    """A version made outside the rotation mid-rewrap (by hand, or after a lost state
+    database): the next sweep rewraps to the newest version instead of failing forever."""
+    stop = threading.Event()
+    paused = sweep(env, stop=stop, on_event=_stop_on("rewrap", stop, after=1))
+    assert paused.keys[0].outcome == "paused" and latest(env).to_version == "2"
+    with env.vault() as vault:
+        vault.keys["main"].rotate(now=DUE)  # version 3, behind the engine's back
+    result = sweep(env)
+    assert result.keys[0].outcome == "done", result.keys[0].message
+    rot = latest(env)
+    assert rot.state == st.DONE and rot.to_version == "3"
+    assert env.check_all_open() == {"3": env.n}
+    assert key_info(env).live_versions == ("3",)
+
+
+def test_backups_left_by_a_crash_after_verification_are_dropped(env: Env) -> None:
+    stop = threading.Event()
+    sweep(env, stop=stop, on_event=_stop_on("verify", stop))
+    rot = latest(env)
+    assert rot.state in (st.VERIFIED, st.DONE)
+    state = env.state()
+    try:
+        state.save_backups(rot.id, [("S000001", "1", b"left-over")])  # as if the delete never ran
+    finally:
+        state.close()
+    assert sweep(env).keys[0].outcome == "done"
+    state = env.state()
+    try:
+        assert state.backup_batches(latest(env).id) == 0
+    finally:
+        state.close()
