@@ -269,10 +269,10 @@ class Engine:
         return rot
 
     def _start_rewrap(self, key, rot: Rotation) -> Rotation:
-        counts = self.vault.store.version_counts(key.ref)
-        total = sum(c for v, c in counts.items() if v != rot.to_version)
-        rot = self.state.update(rot.id, now=self.now, state=REWRAPPING, cursor="", passes=1, total=total)
-        self._event("rewrap_start", rot, key=key.ref, to_version=rot.to_version, behind=total)
+        # rot.total was counted when the rotation reached "rotated" (by _rotate, or by
+        # the planner for a catch-up): no second GROUP BY over every slot of the key.
+        rot = self.state.update(rot.id, now=self.now, state=REWRAPPING, cursor="", passes=1)
+        self._event("rewrap_start", rot, key=key.ref, to_version=rot.to_version, behind=rot.total)
         return rot
 
     def _rewrap(self, key, rot: Rotation) -> Rotation:
