@@ -28,7 +28,6 @@ a new log, move both the log and its ``.head`` aside.
 from __future__ import annotations
 
 import errno
-import fcntl
 import getpass
 import hashlib
 import json
@@ -36,12 +35,13 @@ import os
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from keystead.errors import AuditError
-from keystead.files import fsync_folder, write_atomic
+from keystead.clock import iso, utcnow
+from keystead.files import fsync_folder, locked, write_atomic
 
 GENESIS = "0" * 64
 FORBIDDEN_DETAILS = frozenset({"value", "plaintext", "dek", "material", "wrapped"})
@@ -92,7 +92,7 @@ class AuditLog:
         self.path = Path(path)
         self.head_path = self.path.with_name(self.path.name + ".head")
         self.actor = actor or default_actor()
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or utcnow
 
     def append(
         self, action: str, *, secret: str | None = None, key: str | None = None, result: str = "ok", **details: Any
@@ -108,16 +108,10 @@ class AuditLog:
             return []
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            with locked(self.path, flags=os.O_RDWR | os.O_CREAT | os.O_APPEND) as fd:
+                return self._append_locked(fd, entries)
         except OSError as exc:
             raise AuditError(f"cannot open audit log {self.path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            return self._append_locked(fd, entries)
-        except OSError as exc:
-            raise AuditError(f"cannot write audit log {self.path}: {exc.strerror or exc}") from exc
-        finally:
-            os.close(fd)  # releases the lock
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record in order. A torn final line (a crash mid-append) is skipped."""
@@ -268,19 +262,19 @@ class AuditLog:
 def _entry(r: Mapping[str, Any]) -> tuple:
     unknown = set(r) - {"action", "secret", "key", "result", "details"}
     if unknown:
-        raise ValueError(f"audit record: unknown field(s) {', '.join(sorted(unknown))}")
+        raise AuditError(f"audit record: unknown field(s) {', '.join(sorted(unknown))}")
     action, result = r.get("action"), r.get("result", "ok")
     secret, key, details = r.get("secret"), r.get("key"), dict(r.get("details") or {})
     if not isinstance(action, str) or not action:
-        raise ValueError("audit record: action must be a non-empty string")
+        raise AuditError("audit record: action must be a non-empty string")
     if not isinstance(result, str) or not result:
-        raise ValueError("audit record: result must be 'ok' or an error class name")
+        raise AuditError("audit record: result must be 'ok' or an error class name")
     for name, value in (("secret", secret), ("key", key)):
         if value is not None and not isinstance(value, str):
-            raise ValueError(f"audit record: {name} must be a string or None")
+            raise AuditError(f"audit record: {name} must be a string or None")
     _check_details(details)
     if len(json.dumps(details, ensure_ascii=True, allow_nan=False)) > MAX_RECORD_BYTES:
-        raise ValueError(f"audit record: details larger than {MAX_RECORD_BYTES} bytes")
+        raise AuditError(f"audit record: details larger than {MAX_RECORD_BYTES} bytes")
     return action, secret, key, result, details
 
 
@@ -289,15 +283,15 @@ def _check_details(details: Any) -> None:
     if isinstance(details, Mapping):
         for k, v in details.items():
             if not isinstance(k, str):
-                raise ValueError("audit details: keys must be strings")
+                raise AuditError("audit details: keys must be strings")
             if k.lower() in FORBIDDEN_DETAILS:
-                raise ValueError(f"audit details must never hold secret material (key {k!r} refused)")
+                raise AuditError(f"audit details must never hold secret material (key {k!r} refused)")
             _check_details(v)
     elif isinstance(details, (list, tuple)):
         for v in details:
             _check_details(v)
     elif not (details is None or isinstance(details, (str, int, float, bool))):
-        raise ValueError(f"audit details: {type(details).__name__} values are not allowed")
+        raise AuditError(f"audit details: {type(details).__name__} values are not allowed")
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -359,6 +353,4 @@ def _tail(fd: int, size: int) -> tuple[bytes | None, bytes]:
 
 
 def _timestamp(now: datetime) -> str:
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
-    return now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(now, millis=True)

@@ -1,4 +1,4 @@
-"""Durable file replacement: the one way keystead rewrites a file.
+"""Files: durable replacement (the one way keystead rewrites a file) and advisory locks.
 
 A crash at any instant leaves the old content or the new, never half: the new
 bytes go to a hidden temp file beside the target (``.NAME.tmp-XXXXXXXX``),
@@ -9,8 +9,11 @@ into their error family); the temp file is removed on any failure.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 TEMP_MARK = ".tmp-"
@@ -52,3 +55,24 @@ def write_atomic(target: Path, data: bytes, *, mode: int = 0o600, sync_folder: b
         raise
     if sync_folder:
         fsync_folder(target.parent)
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, blocking: bool = True, flags: int | None = None) -> Iterator[int]:
+    """Hold an exclusive ``flock`` on ``path`` (created 0600 if missing) and yield its descriptor.
+
+    A folder is locked through a read-only descriptor of itself. ``flags``
+    overrides how the file is opened (the audit log opens for appending).
+    With ``blocking=False`` a lock held elsewhere raises BlockingIOError at
+    once. The lock goes with the descriptor: closing it, or the death of the
+    process, releases it, so a killed process never leaves a stale lock.
+    OSError propagates (callers translate it into their error family).
+    """
+    if flags is None:
+        flags = os.O_RDONLY | os.O_DIRECTORY if Path(path).is_dir() else os.O_RDWR | os.O_CREAT
+    fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield fd
+    finally:
+        os.close(fd)

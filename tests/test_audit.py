@@ -101,19 +101,19 @@ def test_missing_log_is_empty_and_valid(log):
 
 @pytest.mark.parametrize("bad", ["value", "plaintext", "dek", "material", "wrapped", "Value", "DEK"])
 def test_secret_looking_details_refused(log, bad):
-    with pytest.raises(ValueError, match="secret material"):
+    with pytest.raises(AuditError, match="secret material"):
         log.append("secrets.set", secret="A", **{bad: "hunter2"})
-    with pytest.raises(ValueError, match="secret material"):
+    with pytest.raises(AuditError, match="secret material"):
         log.append("secrets.set", secret="A", nested={"inner": [{bad: "x"}]})
     assert not log.path.exists()
 
 
 def test_bytes_and_bad_records_refused(log):
-    with pytest.raises(ValueError, match="bytes"):
+    with pytest.raises(AuditError, match="bytes"):
         log.append("rewrap", blob=b"\x00\x01")
-    with pytest.raises(ValueError, match="action"):
+    with pytest.raises(AuditError, match="action"):
         log.append("")
-    with pytest.raises(ValueError, match="unknown field"):
+    with pytest.raises(AuditError, match="unknown field"):
         log.append_many([{"action": "x", "plaintext": "y"}])
     assert not log.path.exists()
 
