@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from keystead.envelope import check_name
 from keystead.errors import ConfigError, KeysteadError
+from keystead.providers.options import EXCLUSIVE_BY_DEFAULT, KEY_OPTIONS, PROVIDER_OPTIONS, check
 
 CONFIG_NAME = "keystead.toml"
 DEFAULT_PERIOD_DAYS = 90
@@ -24,7 +27,19 @@ PERIOD_RANGE = (1, 2560)
 class KeyConfig:
     name: str
     ref: str
+    """Canonical (see :func:`keystead.providers.canonical_ref`): the identity of the key's slots."""
     rotation_period_days: int = DEFAULT_PERIOD_DAYS
+    exclusive: bool = True
+    """Only keystead uses this key, so keystead may retire its old versions once no store it
+    maintains needs them. Default: true for local keys, false for cloud keys."""
+    options: Mapping[str, object] = field(default_factory=dict)
+    """Provider options of this key (region, replica_regions, endpoint, purpose, ...)."""
+
+    @property
+    def provider(self) -> str:
+        from keystead.providers import provider_of
+
+        return provider_of(self.ref)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +59,8 @@ class Config:
     path: Path
     root: Path
     vault_name: str
-    store_url: str
-    state_url: str
+    store_url: str = field(repr=False)  # URLs may hold a password: never in a repr
+    state_url: str = field(repr=False)
     audit_path: Path
     key_file: Path
     age_identity_file: Path | None
@@ -54,6 +69,11 @@ class Config:
     profile: str | None
     profiles: tuple[str, ...]
     rotation: RotationConfig = field(default_factory=RotationConfig)
+    stores: tuple[str, ...] = field(default=(), repr=False)
+    """Every vault store this config names, the base store first, then each profile's own:
+    the stores the worker keeps rotated and counts before it retires anything."""
+    providers: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    """``[providers.NAME]`` settings, validated."""
 
 
 def find_config(path: Path | str | None = None) -> Path:
@@ -109,22 +129,74 @@ def _resolve_url(url: str, root: Path, kind: str) -> str:
     return url
 
 
-def _key(r: _Reader, name: str, doc: object) -> KeyConfig:
+_KEY_FIELDS = {"ref", "rotation_period_days", "exclusive"}
+
+
+def _options(r: _Reader, doc: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> dict[str, object]:
+    out = {}
+    for name, kind in allowed.items():
+        if name in doc:
+            expected = check(doc[name], kind)
+            if expected is not None:
+                raise r.fail(f"{where}.{name}", f"must be {expected}, got {doc[name]!r}")
+            out[name] = doc[name]
+    return out
+
+
+def _key(r: _Reader, name: str, doc: object, providers: Mapping[str, Mapping[str, object]]) -> KeyConfig:
+    from keystead.providers import canonical_ref, provider_of
+
     where = f"[keys.{name}]"
     if not isinstance(doc, dict):
         raise r.fail(where, "must be a table with ref = \"...\"")
-    r.unknown(doc, {"ref", "rotation_period_days"}, where)
     ref = r.get(doc, "ref", str, where)
     if not ref:
         raise r.fail(f"{where}.ref", "is required (e.g. ref = \"local:main\")")
-    from keystead.providers import provider_of
-
     try:
-        provider_of(ref)
+        provider = provider_of(ref.strip())
     except KeysteadError as exc:
         raise r.fail(f"{where}.ref", str(exc)) from None
+    allowed = KEY_OPTIONS.get(provider, {})
+    r.unknown(doc, _KEY_FIELDS | set(allowed), where)
+    options = _options(r, doc, allowed, where)
     period = r.int_in(doc, "rotation_period_days", where, DEFAULT_PERIOD_DAYS, *PERIOD_RANGE)
-    return KeyConfig(name, ref, period)
+    exclusive = r.get(doc, "exclusive", bool, where, provider in EXCLUSIVE_BY_DEFAULT)
+    canonical = canonical_ref(ref, options, providers.get(provider))
+    return KeyConfig(name, canonical, period, exclusive, options)
+
+
+def _providers(r: _Reader, doc: Mapping[str, Any]) -> dict[str, dict[str, object]]:
+    table = r.table(doc, "providers", "")
+    r.unknown(table, set(PROVIDER_OPTIONS), "[providers]")
+    out = {}
+    for name, allowed in PROVIDER_OPTIONS.items():
+        entry = r.table(table, name, "[providers].")
+        where = f"[providers.{name}]"
+        r.unknown(entry, set(allowed), where)
+        out[name] = _options(r, entry, allowed, where)
+    return out
+
+
+def _profile(r: _Reader, name: str, entry: object, keys: Mapping[str, KeyConfig]) -> tuple[list[str], str | None]:
+    where = f"[profiles.{name}]"
+    if not isinstance(entry, dict):
+        raise r.fail(where, "must be a table")
+    r.unknown(entry, {"keys", "store"}, where)
+    names = entry.get("keys", list(keys))
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise r.fail(f"{where}.keys", "must be a list of key names")
+    missing = [n for n in names if n not in keys]
+    if missing:
+        raise r.fail(f"{where}.keys", f"unknown key(s) {', '.join(missing)} (declared: {', '.join(keys) or 'none'})")
+    store = r.get(entry, "store", str, where)
+    if store is not None:
+        _check_store(r, store, f"{where}.store")
+    return names, store
+
+
+def _check_store(r: _Reader, store: str, where: str) -> None:
+    if not store.startswith(("dir:", "sqlite:///", "postgresql://", "postgresql+psycopg://")):
+        raise r.fail(where, f"{store!r} is not a store URL (dir:PATH, sqlite:///PATH, postgresql://...)")
 
 
 def load_config(path: Path | str | None = None, *, profile: str | None = None) -> Config:
@@ -148,37 +220,36 @@ def load_config(path: Path | str | None = None, *, profile: str | None = None) -
     except KeysteadError as exc:
         raise r.fail("[vault].name", str(exc)) from None
     store = r.get(vault, "store", str, "[vault]", "sqlite:///.keystead/vault.db")
-    if not store.startswith(("dir:", "sqlite:///", "postgresql://", "postgresql+psycopg://")):
-        raise r.fail("[vault].store", f"{store!r} is not a store URL (dir:PATH, sqlite:///PATH, postgresql://...)")
+    _check_store(r, store, "[vault].store")
     state = r.get(vault, "state", str, "[vault]", "sqlite:///.keystead/state.db")
 
+    providers = _providers(r, doc)
     keys_doc = r.table(doc, "keys", "")
-    keys = {name: _key(r, name, entry) for name, entry in keys_doc.items()}
-
-    age = r.table(r.table(doc, "providers", ""), "age", "[providers].")
-    r.unknown(age, {"identity_file"}, "[providers.age]")
-    identity = r.get(age, "identity_file", str, "[providers.age]")
+    keys = {name: _key(r, name, entry, providers) for name, entry in keys_doc.items()}
+    seen: dict[str, str] = {}
+    for kc in keys.values():
+        if kc.ref in seen:
+            raise r.fail(f"[keys.{kc.name}].ref", f"names the same key as [keys.{seen[kc.ref]}] ({kc.ref})")
+        seen[kc.ref] = kc.name
+    identity = providers["age"].get("identity_file")
 
     profiles_doc = r.table(doc, "profiles", "")
+    profiles = {name: _profile(r, name, entry, keys) for name, entry in profiles_doc.items()}
     chosen = profile or os.environ.get("KEYSTEAD_PROFILE") or r.get(vault, "default_profile", str, "[vault]")
     slot_keys = tuple(keys.values())
+    base_store = store
     if chosen is not None:
-        if chosen not in profiles_doc:
-            known = ", ".join(sorted(profiles_doc)) or "none defined"
+        if chosen not in profiles:
+            known = ", ".join(sorted(profiles)) or "none defined"
             raise ConfigError(f"{path}: unknown profile {chosen!r} (profiles: {known})")
-        entry = profiles_doc[chosen]
-        where = f"[profiles.{chosen}]"
-        if not isinstance(entry, dict):
-            raise r.fail(where, "must be a table")
-        r.unknown(entry, {"keys", "store"}, where)
-        names = entry.get("keys", list(keys))
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise r.fail(f"{where}.keys", "must be a list of key names")
-        missing = [n for n in names if n not in keys]
-        if missing:
-            raise r.fail(f"{where}.keys", f"unknown key(s) {', '.join(missing)} (declared: {', '.join(keys) or 'none'})")
+        names, own_store = profiles[chosen]
         slot_keys = tuple(keys[n] for n in names)
-        store = r.get(entry, "store", str, where, store)
+        store = own_store or store
+    stores: list[str] = []
+    for url in [base_store, *(s for _n, (_k, s) in sorted(profiles.items()) if s)]:
+        resolved = _resolve_url(url, root, "store")
+        if resolved not in stores:
+            stores.append(resolved)
 
     rot = r.table(doc, "rotation", "")
     r.unknown(rot, set(RotationConfig.__dataclass_fields__), "[rotation]")
@@ -200,10 +271,12 @@ def load_config(path: Path | str | None = None, *, profile: str | None = None) -
         state_url=_resolve_url(state, root, "state"),
         audit_path=(root / r.get(vault, "audit_log", str, "[vault]", ".keystead/audit.log")).resolve(),
         key_file=(root / r.get(vault, "key_file", str, "[vault]", ".keystead/keys.json")).resolve(),
-        age_identity_file=Path(identity).expanduser() if identity else None,
+        age_identity_file=Path(str(identity)).expanduser() if identity else None,
         keys=keys,
         slot_keys=slot_keys,
         profile=chosen,
         profiles=tuple(sorted(profiles_doc)),
         rotation=rotation,
+        stores=tuple(stores),
+        providers=providers,
     )

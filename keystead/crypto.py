@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from keystead.clock import epoch, utcnow
 from keystead.envelope import NONCE_LEN, Context, Envelope, Slot, check_name
-from keystead.errors import DecryptError, InputError, KeysteadError
-from keystead.providers.base import Key, Wrapped
+from keystead.errors import DecryptError, InputError, KeysteadError, ProviderError
+from keystead.providers.base import DEK_LEN, KeyOps, Wrapped
 
-DEK_LEN = 32
 MAX_SECRET_BYTES = 32 * 1024 * 1024
 
 
 def _epoch(now: datetime | None) -> int:
-    return int((now or datetime.now(timezone.utc)).timestamp())
+    return int(epoch(now or utcnow()))
 
 
 def seal(
-    vault: str, name: str, plaintext: bytes, keys: Sequence[Key], *, now: datetime | None = None
+    vault: str, name: str, plaintext: bytes, keys: Sequence[KeyOps], *, now: datetime | None = None
 ) -> Envelope:
     """Encrypt ``plaintext`` once under a fresh data key; wrap that key once per key."""
     check_name(name)
@@ -55,7 +55,7 @@ def open_with_dek(envelope: Envelope, dek: bytes) -> bytes:
         raise DecryptError() from None
 
 
-def unwrap_slot(envelope: Envelope, key: Key) -> bytes:
+def unwrap_slot(envelope: Envelope, key: KeyOps) -> bytes:
     """The data key from ``key``'s slot of ``envelope``."""
     slot = envelope.slot(key.ref)
     if slot is None:
@@ -66,21 +66,47 @@ def unwrap_slot(envelope: Envelope, key: Key) -> bytes:
     return dek
 
 
-def open_envelope(envelope: Envelope, key: Key) -> bytes:
+def open_envelope(envelope: Envelope, key: KeyOps) -> bytes:
     """Open ``envelope`` through ``key``'s slot only."""
     return open_with_dek(envelope, unwrap_slot(envelope, key))
 
 
-def open_any(envelope: Envelope, keys: Sequence[Key]) -> bytes:
+def open_any(envelope: Envelope, keys: Sequence[KeyOps], *,
+             unopened: Sequence[tuple[str, KeysteadError]] = ()) -> bytes:
     """Open ``envelope`` through the first of ``keys`` whose slot works.
 
-    Any one slot decrypts; which one failed, and why, is deliberately not said.
+    Which slot failed, and why, is deliberately not said when the failures
+    are decryption failures. Two exceptions, neither of which says anything
+    about the ciphertext: when a slot gave a data key and the payload still
+    failed, the envelope itself was altered (it "failed authentication");
+    and when every slot failed and some failed for another reason (a key
+    file that cannot be read, access denied, the network; ``unopened`` are
+    the keys that could not even be opened, as ``(ref, error)``), that
+    reason is raised: it is the user's fix.
     """
+    others: list[tuple[str, KeysteadError]] = [(r, e) for r, e in unopened if envelope.slot(r) is not None]
+    payload_failed = False
     for key in keys:
-        if envelope.slot(key.ref) is None:
+        slot = envelope.slot(key.ref)
+        if slot is None:
             continue
         try:
-            return open_envelope(envelope, key)
-        except KeysteadError:
+            dek = key.unwrap(Wrapped(slot.version, slot.wrapped), envelope.context)
+        except DecryptError:
             continue
+        except KeysteadError as exc:
+            others.append((key.ref, exc))
+            continue
+        try:
+            return open_with_dek(envelope, dek)
+        except DecryptError:
+            payload_failed = True
+    if payload_failed:
+        raise DecryptError(f"secret {envelope.name!r}: the envelope failed authentication "
+                           "(its payload was altered or corrupted); restore it from a backup or remove it")
+    if len(others) == 1:
+        raise others[0][1]
+    if others:
+        raise ProviderError(f"cannot open secret {envelope.name!r}: "
+                            + "; ".join(f"{ref}: {exc}" for ref, exc in others))
     raise DecryptError(f"cannot decrypt secret {envelope.name!r} with any configured key")

@@ -43,7 +43,7 @@ MAX_REF_LEN = 2048
 PROVIDERS = ("local", "age", "aws", "gcp")
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
-_VERSION = re.compile(r"[A-Za-z0-9_.:/\-]{0,128}")
+_VERSION = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
 _FIELDS = ("keystead", "vault", "name", "created_at", "cipher", "nonce", "ciphertext", "slots")
 _SLOT_FIELDS = ("key", "provider", "version", "wrapped_at", "wrapped")
 

@@ -10,7 +10,9 @@ The command line maps each family to a one-line message and an exit code
     ├── NotFoundError                4  no such secret, key or key version
     ├── FormatError                  5  an envelope that cannot be parsed
     │   └── UnsupportedVersion       5  an envelope format version this reader does not know
-    ├── ProviderError                6  a KMS provider refused or failed
+    ├── ProviderError                6  a KMS provider refused or failed (op, key, code)
+    │   ├── ProviderUnavailable      6  transient: throttled after retries, network down,
+    │   │                               custom key store disconnected; retried next sweep
     │   ├── DecryptError             6  deliberately says nothing about why
     │   ├── KeyFileError             6  local key file missing, unsafe mode, unreadable
     │   └── UnknownReference         6  a key reference of no known form
@@ -55,7 +57,31 @@ class UnsupportedVersion(FormatError):
 
 
 class ProviderError(KeysteadError):
+    """A KMS provider refused or failed.
+
+    The structured fields say what was asked and what the provider answered,
+    for retry decisions and metrics: ``op`` (wrap, unwrap, rewrap, describe,
+    rotate, disable, retire, restore), ``key`` (the reference) and ``code``
+    (the provider's own error code, e.g. ``ThrottlingException``).
+    """
+
     exit_code = 6
+
+    def __init__(self, message: str = "", *, op: str | None = None, key: str | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.op = op
+        self.key = key
+        self.code = code
+
+
+class ProviderUnavailable(ProviderError):
+    """Transient: the provider could not be reached or throttled us past our retries.
+
+    Raised for a whole batch, never per item: nothing is known about the
+    slots, so none is marked unreadable; the rotation pauses and the next
+    sweep tries again.
+    """
 
 
 class DecryptError(ProviderError):

@@ -11,25 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timezone
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from keystead.audit import AuditLog
+from keystead.clock import Clock, utcnow
 from keystead.config import Config
 from keystead.crypto import open_any, seal
 from keystead.envelope import Envelope, check_name
-from keystead.errors import ConfigError, DecryptError, KeysteadError
-from keystead.providers import Key, open_key
+from keystead.errors import DecryptError, KeysteadError
+from keystead.providers import ClientFactory, KeyWrapper, ManagedKey, identity, open_key
 from keystead.stores import Store, open_store
 
-Clock = Callable[[], datetime]
 # Cheapest first: a slot of the embedded key opens offline and fast, age
 # needs an identity file, cloud slots cost a network round trip.
 _OPEN_ORDER = {"local": 0, "age": 1, "aws": 2, "gcp": 3}
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Vault:
@@ -37,7 +33,7 @@ class Vault:
         self,
         config: Config,
         store: Store,
-        keys: dict[str, Key],
+        keys: dict[str, ManagedKey],
         key_errors: dict[str, KeysteadError],
         audit: AuditLog,
         *,
@@ -52,15 +48,24 @@ class Vault:
         self.clock = clock
 
     @classmethod
-    def open(cls, config: Config, *, clock: Clock = utcnow) -> Vault:
-        keys: dict[str, Key] = {}
+    def open(cls, config: Config, *, clock: Clock = utcnow, wrap_key: KeyWrapper = identity,
+             store_url: str | None = None, clients: ClientFactory | None = None) -> Vault:
+        """Open the configured keys and the vault store.
+
+        ``wrap_key`` wraps every key once, here (caching, rate limiting,
+        metrics: the same interface around the provider); rotation lanes open
+        their vault through the same call. ``store_url`` opens another store
+        of the config (a profile's) instead of the active one. ``clients`` is
+        handed to cloud providers (tests point it at a local server).
+        """
+        keys: dict[str, ManagedKey] = {}
         errors: dict[str, KeysteadError] = {}
         for kc in config.keys.values():
             try:
-                keys[kc.name] = open_key(kc.ref, config)
+                keys[kc.name] = wrap_key(open_key(kc.ref, config, options=kc.options, clients=clients))
             except KeysteadError as exc:
                 errors[kc.name] = exc
-        store = open_store(config.store_url, base=config.root)
+        store = open_store(store_url or config.store_url, base=config.root)
         return cls(config, store, keys, errors, AuditLog(config.audit_path), clock=clock)
 
     def close(self) -> None:
@@ -73,25 +78,32 @@ class Vault:
         self.close()
 
     # -- keys --------------------------------------------------------------------
-    def slot_keys(self) -> list[Key]:
-        """The keys every new envelope gets a slot for (the active profile's)."""
+    def slot_keys(self) -> list[ManagedKey]:
+        """The keys every new envelope gets a slot for (the active profile's).
+
+        A key that could not be opened raises its own error (the same error,
+        and exit code, as reading through it would)."""
         out = []
         for kc in self.config.slot_keys:
             if kc.name in self.key_errors:
-                raise ConfigError(f"key {kc.name!r} ({kc.ref}) cannot be used: {self.key_errors[kc.name]}")
+                raise self.key_errors[kc.name]
             out.append(self.keys[kc.name])
         return out
 
-    def opening_keys(self) -> list[Key]:
+    def opening_keys(self) -> list[ManagedKey]:
         return sorted(self.keys.values(), key=lambda k: _OPEN_ORDER.get(k.provider, 9))
 
     # -- secrets -------------------------------------------------------------------
     @contextlib.contextmanager
-    def _audited(self, action: str, *, secret: str | None = None, key: str | None = None, **details):
+    def _audited(self, action: str, *, secret: str | None = None, key: str | None = None,
+                 **details: Any) -> Iterator[dict[str, Any]]:
+        """One audit record for the operation, whatever its end: ok, our error, or any
+        other exception (a bug, Ctrl-C), recorded by type before it propagates."""
         try:
             yield details
-        except KeysteadError as exc:
-            self.audit.append(action, secret=secret, key=key, result=type(exc).__name__, **details)
+        except BaseException as exc:
+            with contextlib.suppress(KeysteadError):  # never hide the original error
+                self.audit.append(action, secret=secret, key=key, result=type(exc).__name__, **details)
             raise
         self.audit.append(action, secret=secret, key=key, **details)
 
@@ -110,14 +122,16 @@ class Vault:
         # Open under the name it was asked for, not the one the envelope
         # claims: an envelope copied or renamed to another name fails here.
         bound = dataclasses.replace(envelope, vault=self.name, name=name)
+        unopened = [(self.config.keys[n].ref, e) for n, e in self.key_errors.items() if n in self.config.keys]
         try:
-            return open_any(bound, self.opening_keys())
+            return open_any(bound, self.opening_keys(), unopened=unopened)
         except DecryptError:
-            # Say why a key that holds a slot could not even be opened (a key
-            # file with an unsafe mode, say): that is the user's fix.
-            for kc in self.config.keys.values():
-                if kc.name in self.key_errors and envelope.slot(kc.ref) is not None:
-                    raise self.key_errors[kc.name] from None
+            if envelope.vault != self.name:
+                raise DecryptError(
+                    f"secret {name!r} was sealed in vault {envelope.vault!r}, but {self.config.path} names "
+                    f"this vault {self.name!r}: the vault name is bound into every envelope "
+                    f"(set [vault].name = {envelope.vault!r} to read it)"
+                ) from None
             raise
 
     def get(self, name: str) -> bytes:
@@ -143,10 +157,27 @@ class Vault:
             return self.store.put_many(seal(self.name, n, v, keys, now=now) for n, v in items.items())
 
     def export(self) -> Iterator[tuple[str, bytes]]:
-        """Every secret, decrypted, in name order (streamed)."""
-        count = 0
-        with self._audited("secrets.export") as details:
+        """Every secret, decrypted, in name order (streamed).
+
+        The audit record is written however the export ends, with the count
+        of secrets decrypted: a consumer that stops early (a ``break``, an
+        error on one value) still leaves a record of what it read.
+        """
+        count, result = 0, "ok"
+        try:
             for envelope in self.store.iter_envelopes():
-                yield envelope.name, self.open_envelope(envelope.name, envelope)
+                value = self.open_envelope(envelope.name, envelope)
                 count += 1
-            details["count"] = count
+                yield envelope.name, value
+        except GeneratorExit:
+            result = "stopped"
+            raise
+        except BaseException as exc:
+            result = type(exc).__name__
+            raise
+        finally:
+            if result == "ok":
+                self.audit.append("secrets.export", count=count)
+            else:
+                with contextlib.suppress(KeysteadError):  # never hide why the export ended
+                    self.audit.append("secrets.export", result=result, count=count)

@@ -99,3 +99,51 @@ def test_bad_fields_name_file_field_and_allowed(tmp_path: Path, text: str, messa
 def test_unknown_profile_lists_profiles(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown profile 'prod' \(profiles: ci, dev\)"):
         load_config(write(tmp_path, BASE), profile="prod")
+
+
+def test_every_store_the_config_names_is_listed_base_first(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE + '\n[profiles.prod]\nstore = "sqlite:///prod.db"\n'
+                            '[profiles.again]\nstore = "dir:secrets"\n'), profile="ci")
+    assert cfg.stores == ("dir:" + str(tmp_path / "secrets"), "sqlite:///" + str(tmp_path / "ci.db"),
+                          "sqlite:///" + str(tmp_path / "prod.db"))
+    assert cfg.store_url == "sqlite:///" + str(tmp_path / "ci.db")
+
+
+def test_local_keys_are_exclusive_cloud_keys_are_not_unless_said(tmp_path: Path) -> None:
+    text = BASE + '\n[keys.cloud]\nref = "arn:aws:kms:eu-west-1:123456789012:key/k1"\n' \
+                  '[keys.owned]\nref = "arn:aws:kms:eu-west-1:123456789012:key/k2"\nexclusive = true\n'
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.keys["main"].exclusive and not cfg.keys["cloud"].exclusive and cfg.keys["owned"].exclusive
+    assert cfg.keys["cloud"].provider == "aws"
+
+
+def test_provider_options_are_validated_per_provider(tmp_path: Path) -> None:
+    text = BASE + '\n[providers.aws]\nregion = "eu-west-1"\naccount = "123456789012"\n' \
+                  '[keys.app]\nref = "alias/app"\nreplica_regions = ["eu-central-1"]\npurpose = "encrypt"\n'
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.keys["app"].options == {"replica_regions": ["eu-central-1"], "purpose": "encrypt"}
+    assert cfg.keys["app"].ref == "arn:aws:kms:eu-west-1:123456789012:alias/app"  # canonical at load
+    assert cfg.providers["aws"] == {"region": "eu-west-1", "account": "123456789012"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('[keys.app]\nref = "alias/app"\nregoin = "x"\n', "unknown field(s) regoin"),
+    ('[keys.app]\nref = "alias/app"\npurpose = "decrypt"\n', "purpose: must be one of 'encrypt', 'sign'"),
+    ('[keys.app]\nref = "alias/app"\nreplica_regions = "eu-west-2"\n', "must be a list of strings"),
+    ('[keys.x]\nref = "local:x"\nregion = "eu-west-1"\n', "unknown field(s) region"),
+    ('[keys.x]\nref = "local:x"\nexclusive = "yes"\n', "exclusive: must be bool"),
+    ('[providers.aws]\nregon = "x"\n', "[providers.aws]: unknown field(s) regon"),
+    ('[providers.azure]\nx = 1\n', "[providers]: unknown field(s) azure"),
+    ('[keys.again]\nref = "local:main"\n', "names the same key as [keys.main]"),
+])
+def test_bad_provider_options_are_one_clear_error(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, BASE + "\n" + extra))
+    assert message in str(info.value)
+
+
+def test_a_store_password_never_shows_in_the_config_repr(tmp_path: Path) -> None:
+    text = BASE.replace('store = "dir:secrets"', 'store = "postgresql://app:hunter2@db/vault"\n'
+                        'state = "postgresql://app:hunter2@db/state"')
+    cfg = load_config(write(tmp_path, text))
+    assert "hunter2" in cfg.store_url and "hunter2" not in repr(cfg)

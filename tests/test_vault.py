@@ -37,7 +37,7 @@ def test_truncated_envelope_is_a_format_error_and_others_still_open(dir_ws: Work
     assert dir_ws.run("secrets", "get", "B").stdout == b"bravo"
 
 
-def test_flipped_ciphertext_byte_fails_opaquely(dir_ws: Workspace) -> None:
+def test_flipped_ciphertext_byte_says_the_envelope_failed_authentication(dir_ws: Workspace) -> None:
     doc = json.loads(_file(dir_ws, "A").read_text())
     ct = bytearray(__import__("base64").b64decode(doc["ciphertext"]))
     ct[0] ^= 1
@@ -45,7 +45,10 @@ def test_flipped_ciphertext_byte_fails_opaquely(dir_ws: Workspace) -> None:
     _file(dir_ws, "A").write_text(json.dumps(doc))
     result = dir_ws.run("secrets", "get", "A")
     assert result.returncode == EXIT_CODES["ProviderError"]
-    assert result.stderr.decode().strip() == "keystead: error: cannot decrypt secret 'A' with any configured key"
+    # Not a key problem: the slot opened, the payload did not. Nothing about the ciphertext is said.
+    assert result.stderr.decode().strip() == (
+        "keystead: error: secret 'A': the envelope failed authentication "
+        "(its payload was altered or corrupted); restore it from a backup or remove it")
 
 
 def test_envelope_renamed_to_another_secret_does_not_open(dir_ws: Workspace) -> None:
@@ -110,3 +113,46 @@ def test_hybrid_age_slot_opens_offline_without_the_local_key(tmp_path: Path) -> 
     assert denied.returncode == EXIT_CODES["ProviderError"]
     got = ws.run("secrets", "get", "DB", env={"KEYSTEAD_AGE_IDENTITY_FILE": str(ident_file)})
     assert got.returncode == 0 and got.stdout == b"pw"
+
+
+def test_a_renamed_vault_says_which_name_the_envelope_was_sealed_under(dir_ws: Workspace) -> None:
+    text = dir_ws.config.read_text()
+    dir_ws.config.write_text(text.replace('name = "default"', 'name = "renamed"'))
+    result = dir_ws.run("secrets", "get", "A")
+    assert result.returncode == EXIT_CODES["ProviderError"]
+    err = result.stderr.decode()
+    assert "sealed in vault 'default'" in err and "'renamed'" in err and "[vault].name" in err
+
+
+def test_a_key_file_made_unreadable_after_open_is_named_not_hidden(dir_ws: Workspace) -> None:
+    import os
+    from datetime import datetime, timezone
+
+    config = load_config(dir_ws.config)
+    with Vault.open(config) as long_lived, Vault.open(config) as other:
+        other.keys["main"].rotate(now=datetime.now(timezone.utc), token="t")
+        other.set("A", b"resealed")  # now under version 2, which long_lived has not loaded
+        os.chmod(config.key_file, 0o644)
+        with pytest.raises(Exception) as info:
+            long_lived.get("A")  # loading version 2 meets the unsafe key file
+    assert "chmod 600" in str(info.value) and not isinstance(info.value, DecryptError)
+
+
+def test_the_same_unsafe_key_file_is_the_same_exit_code_for_get_and_set(dir_ws: Workspace) -> None:
+    import os
+
+    os.chmod(load_config(dir_ws.config).key_file, 0o644)
+    got = dir_ws.run("secrets", "get", "A")
+    put = dir_ws.run("secrets", "set", "C", input=b"x")
+    assert got.returncode == put.returncode == EXIT_CODES["ProviderError"]
+    assert b"chmod 600" in got.stderr and b"chmod 600" in put.stderr
+
+
+def test_an_export_stopped_early_is_still_audited(dir_ws: Workspace) -> None:
+    config = load_config(dir_ws.config)
+    with Vault.open(config) as vault:
+        before = len(list(vault.audit.records()))
+        for _name, _value in vault.export():
+            break
+        records = list(vault.audit.records())[before:]
+    assert [(r["action"], r["result"], r["details"]["count"]) for r in records] == [("secrets.export", "stopped", 1)]

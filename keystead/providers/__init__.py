@@ -9,19 +9,54 @@ reference                         provider    status
 ``mrk-...``
 ``projects/.../cryptoKeys/...``   gcp         arrives with the GCP provider issue
 ================================  ==========  =====================================
+
+Provider options (``[keys.X]`` and ``[providers.NAME]`` tables) are declared in
+:mod:`keystead.providers.options` and validated at config load.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
 from keystead.errors import ProviderError, UnknownReference
-from keystead.providers.base import Key, KeyAdmin, KeyInfo, KeyOps, KeyVersion, Wrapped
+from keystead.providers.base import (
+    Key,
+    KeyAdmin,
+    KeyInfo,
+    KeyOps,
+    KeyVersion,
+    KeyWrapper,
+    ManagedKey,
+    RewrapResult,
+    RotationKind,
+    VersionState,
+    Wrapped,
+    identity,
+)
 
-__all__ = ["Key", "KeyAdmin", "KeyInfo", "KeyOps", "KeyVersion", "Wrapped", "open_key", "provider_of"]
+__all__ = [
+    "ClientFactory",
+    "Key",
+    "KeyAdmin",
+    "KeyInfo",
+    "KeyOps",
+    "KeySettings",
+    "KeyVersion",
+    "KeyWrapper",
+    "ManagedKey",
+    "RewrapResult",
+    "RotationKind",
+    "VersionState",
+    "Wrapped",
+    "canonical_ref",
+    "identity",
+    "open_key",
+    "provider_of",
+]
 
 ACCEPTED_FORMS = (
     "local:NAME",
@@ -31,9 +66,15 @@ ACCEPTED_FORMS = (
 )
 
 _LOCAL = re.compile(r"local:([A-Za-z0-9_][A-Za-z0-9_.\-]{0,63})")
-_AGE = re.compile(r"age1[02-9ac-hj-np-z]{58}(,\s*age1[02-9ac-hj-np-z]{58})*")
+_AGE_ONE = r"age1[02-9ac-hj-np-z]{58}"
+_AGE = re.compile(rf"{_AGE_ONE}(,\s*{_AGE_ONE})*")
+_AWS_ARN = re.compile(r"arn:aws[a-z\-]*:kms:([a-z0-9\-]+):(\d{12}):(key|alias)/(.+)")
 _AWS = re.compile(r"(arn:aws[a-z\-]*:kms:[a-z0-9\-]+:\d{12}:(key|alias)/.+|alias/.+|mrk-[0-9a-f]{32})")
 _GCP = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+")
+
+ClientFactory = Callable[[str, Mapping[str, object]], object]
+"""``clients(service, options) -> SDK client``: injected (keyword-only) so tests hand in a
+client pointed at a local server; None means the provider builds its own, lazily."""
 
 
 class KeySettings(Protocol):
@@ -48,11 +89,43 @@ def provider_of(ref: str) -> str:
     for name, pattern in (("local", _LOCAL), ("age", _AGE), ("aws", _AWS), ("gcp", _GCP)):
         if pattern.fullmatch(ref):
             return name
+    if ref.startswith("age1"):
+        bad = next((r.strip() for r in ref.split(",") if not re.fullmatch(_AGE_ONE, r.strip())), ref)
+        raise UnknownReference(
+            f"invalid age recipient {bad!r}: an X25519 recipient is 'age1' followed by 58 "
+            f"lower-case bech32 characters (this one has {max(len(bad) - 4, 0)})"
+        )
     raise UnknownReference(f"unknown key reference {ref!r}; accepted forms: " + "; ".join(ACCEPTED_FORMS))
 
 
-def open_key(ref: str, settings: KeySettings) -> Key:
-    """Open the key named by ``ref`` with the provider its form selects."""
+def canonical_ref(ref: str, options: Mapping[str, object] | None = None,
+                  provider_settings: Mapping[str, object] | None = None) -> str:
+    """The one spelling of the key ``ref`` names: a slot's identity is its ref, so two
+    spellings of one key must not become two keys.
+
+    local and gcp refs are canonical as written; age recipients lose the spaces
+    around their commas; an AWS ``alias/NAME`` becomes its alias ARN where the
+    region and account are configured (key option ``region`` or ``[providers.aws]``
+    ``region`` and ``account``), and an alias or key ARN stays as it is.
+    """
+    ref = ref.strip()
+    provider = provider_of(ref)
+    if provider == "age":
+        return ",".join(r.strip() for r in ref.split(","))
+    if provider == "aws" and ref.startswith("alias/"):
+        opts = {**(provider_settings or {}), **(options or {})}
+        region, account = opts.get("region"), opts.get("account")
+        if isinstance(region, str) and isinstance(account, str):
+            return f"arn:aws:kms:{region}:{account}:{ref}"
+    return ref
+
+
+def open_key(ref: str, settings: KeySettings, *, options: Mapping[str, object] | None = None,
+             clients: ClientFactory | None = None) -> Key:
+    """Open the key named by ``ref`` with the provider its form selects.
+
+    Opening makes no network call: a cloud provider connects on first use.
+    """
     provider = provider_of(ref)
     if provider == "local":
         from keystead.providers.local import LocalKey, LocalKeyFile
@@ -63,4 +136,5 @@ def open_key(ref: str, settings: KeySettings) -> Key:
 
         env = os.environ.get("KEYSTEAD_AGE_IDENTITY_FILE")
         return AgeKey(ref, identity_file=Path(env) if env else settings.age_identity_file)
-    raise ProviderError(f"the {provider} provider for {ref!r} is not available in this version of keystead yet")
+    raise ProviderError(f"the {provider} provider for {ref!r} is not available in this version of keystead yet",
+                        op="open", key=ref)

@@ -8,24 +8,24 @@ file named by ``KEYSTEAD_AGE_IDENTITY_FILE`` or the config's
 binding of an age slot comes from the payload's AEAD alone (an age slot moved
 to another secret opens a data key that then fails on the payload).
 
-An age recipient set has no versions ("1" always) and does not rotate in
-place: to rotate, put a new recipient in keystead.toml and re-seal.
+An age recipient set has one version ("1" always) and does not rotate
+(:attr:`RotationKind.NONE`): to change it, declare a new recipient in
+keystead.toml and re-seal. It is never due and never planned.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pyrage
 from pyrage import x25519
 
 from keystead.envelope import Context
-from keystead.errors import DecryptError, KeyFileError, ProviderError, UnknownReference
-from keystead.providers.base import ENABLED, Key, KeyInfo, KeyVersion, Wrapped
+from keystead.clock import EPOCH
+from keystead.errors import DecryptError, KeyFileError, UnknownReference
+from keystead.providers.base import Key, KeyInfo, KeyVersion, RotationKind, VersionState, Wrapped
 
 VERSION = "1"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def load_identities(path: Path | None) -> list[x25519.Identity]:
@@ -34,8 +34,11 @@ def load_identities(path: Path | None) -> list[x25519.Identity]:
         return []
     try:
         lines = Path(path).expanduser().read_text().splitlines()
-    except OSError as exc:
-        raise KeyFileError(f"cannot read age identity file {path}: {exc.strerror}") from None
+    except FileNotFoundError:
+        raise KeyFileError(f"no age identity file at {path} (KEYSTEAD_AGE_IDENTITY_FILE or "
+                           "[providers.age] identity_file)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"cannot read age identity file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         return [x25519.Identity.from_str(line.strip()) for line in lines if line.strip().startswith("AGE-SECRET-KEY-")]
     except Exception:  # pyrage raises its own IdentityError, not exported consistently
@@ -50,18 +53,20 @@ class AgeKey(Key):
         try:
             self._recipients = [x25519.Recipient.from_str(r.strip()) for r in ref.split(",")]
         except pyrage.RecipientError:
-            raise UnknownReference(f"malformed age recipient in {ref!r}") from None
+            raise UnknownReference(f"invalid age recipient in {ref!r}: not a valid X25519 recipient "
+                                   "(checksum or encoding is wrong)") from None
         self._identity_file = identity_file
         self._identities: list[x25519.Identity] | None = None
 
-    def wrap(self, dek: bytes, context: Context) -> Wrapped:
+    def _wrap(self, dek: bytes, context: Context) -> Wrapped:
         return Wrapped(VERSION, pyrage.encrypt(dek, self._recipients))
 
-    def unwrap(self, wrapped: Wrapped, context: Context) -> bytes:
+    def _unwrap(self, wrapped: Wrapped, context: Context) -> bytes:
         if self._identities is None:
             self._identities = load_identities(self._identity_file)
         if not self._identities:
-            raise DecryptError("no age identity: set KEYSTEAD_AGE_IDENTITY_FILE to your identity file")
+            raise KeyFileError("no age identity: set KEYSTEAD_AGE_IDENTITY_FILE to your identity file",
+                               op="unwrap", key=self.ref)
         try:
             return pyrage.decrypt(wrapped.blob, self._identities)
         except pyrage.DecryptError:
@@ -72,15 +77,7 @@ class AgeKey(Key):
             ref=self.ref,
             provider=self.provider,
             primary=VERSION,
-            versions=(KeyVersion(VERSION, _EPOCH, ENABLED),),
-            last_rotated=_EPOCH,
-            rotates_in_place=False,
+            versions=(KeyVersion(VERSION, EPOCH, VersionState.ENABLED),),
+            last_rotated=None,
+            rotation=RotationKind.NONE,
         )
-
-    def rotate(self, *, now: datetime) -> KeyInfo:
-        raise ProviderError(
-            "age recipients do not rotate in place: add the new recipient to keystead.toml and re-seal"
-        )
-
-    def retire(self, version: str) -> None:
-        raise ProviderError("age recipients have no versions to retire")

@@ -1,4 +1,4 @@
-"""The local and age providers, and choosing a provider by a reference's form."""
+"""The local and age providers beyond the contract, and choosing a provider by a reference's form."""
 
 from __future__ import annotations
 
@@ -66,14 +66,14 @@ def test_rotate_adds_primary_old_versions_still_unwrap_until_retired(keyfile: Lo
     key = LocalKey("main", keyfile)
     dek = os.urandom(32)
     old = key.wrap(dek, CTX)
-    info = key.rotate(now=T0 + timedelta(days=90))
+    info = key.rotate(now=T0 + timedelta(days=90), token="t")
     assert info.primary == "2" and info.live_versions == ("1", "2")
     assert info.last_rotated == T0 + timedelta(days=90)
     new = key.rewrap(old, CTX)
     assert new.version == "2" and key.unwrap(new, CTX) == dek
     assert key.unwrap(old, CTX) == dek
     key.retire("1")
-    assert [v.state for v in key.describe().versions] == [RETIRED, "enabled"]
+    assert [v.state for v in key.describe().versions] == [RETIRED, "enabled"]  # StrEnum: equal to its text
     with pytest.raises(DecryptError):
         key.unwrap(old, CTX)
     assert key.unwrap(new, CTX) == dek
@@ -86,14 +86,14 @@ def test_rewrap_many_reports_bad_items_and_keeps_going(keyfile: LocalKeyFile) ->
     key = LocalKey("main", keyfile)
     dek = os.urandom(32)
     good = key.wrap(dek, CTX)
-    key.rotate(now=T0 + timedelta(days=1))
+    key.rotate(now=T0 + timedelta(days=1), token="t")
     items = [("S", "1", good.blob), ("S", "1", b"\0" * 60), ("S", "9", good.blob), ("OTHER", "1", good.blob),
              ("S", "1", good.blob)]
-    version, out = key.rewrap_many("v", items)
-    assert version == "2"
-    assert [type(x) for x in out] == [bytes, DecryptError, DecryptError, DecryptError, bytes]
-    assert key.unwrap(Wrapped("2", out[0]), CTX) == key.unwrap(Wrapped("2", out[4]), CTX) == dek
-    assert out[0][:12] != out[4][:12]  # a fresh nonce per item
+    out = key.rewrap_many("v", items)
+    assert [type(x) for x in out] == [Wrapped, DecryptError, DecryptError, DecryptError, Wrapped]
+    assert out[0].version == out[4].version == "2"
+    assert key.unwrap(out[0], CTX) == key.unwrap(out[4], CTX) == dek
+    assert out[0].blob[:12] != out[4].blob[:12]  # a fresh nonce per item
 
 
 def test_base_rewrap_many_matches_the_fast_path(keyfile: LocalKeyFile) -> None:
@@ -102,16 +102,16 @@ def test_base_rewrap_many_matches_the_fast_path(keyfile: LocalKeyFile) -> None:
     key = LocalKey("main", keyfile)
     dek = os.urandom(32)
     good = key.wrap(dek, CTX)
-    key.rotate(now=T0 + timedelta(days=1))
-    version, out = Key.rewrap_many(key, "v", [("S", "1", good.blob), ("S", "1", b"\0" * 60)])
-    assert version == "2" and isinstance(out[1], DecryptError)
-    assert key.unwrap(Wrapped("2", out[0]), CTX) == dek
+    key.rotate(now=T0 + timedelta(days=1), token="t")
+    out = Key.rewrap_many(key, "v", [("S", "1", good.blob), ("S", "1", b"\0" * 60)])
+    assert out[0].version == "2" and isinstance(out[1], DecryptError)
+    assert key.unwrap(out[0], CTX) == dek
 
 
 def test_a_second_process_sees_rotation(keyfile: LocalKeyFile) -> None:
     reader = LocalKey("main", keyfile)
     writer = LocalKey("main", keyfile)
-    writer.rotate(now=T0 + timedelta(days=1))
+    writer.rotate(now=T0 + timedelta(days=1), token="t")
     wrapped = writer.wrap(os.urandom(32), CTX)
     assert reader.unwrap(wrapped, CTX)  # reloads on an unknown version
 
@@ -130,15 +130,17 @@ def test_age_slot_round_trip_needs_an_identity(tmp_path: Path) -> None:
     recipient = str(ident.to_public())
     dek = os.urandom(32)
     wrapped = AgeKey(recipient).wrap(dek, CTX)
-    with pytest.raises(DecryptError, match="KEYSTEAD_AGE_IDENTITY_FILE"):
+    with pytest.raises(KeyFileError, match="KEYSTEAD_AGE_IDENTITY_FILE"):
         AgeKey(recipient).unwrap(wrapped, CTX)
+    with pytest.raises(KeyFileError, match="no age identity file at .*nowhere"):
+        AgeKey(recipient, identity_file=tmp_path / "nowhere").unwrap(wrapped, CTX)
     assert AgeKey(recipient, identity_file=ident_file).unwrap(wrapped, CTX) == dek
     other = tmp_path / "other.txt"
     other.write_text(str(x25519.Identity.generate()) + "\n")
     with pytest.raises(DecryptError):
         AgeKey(recipient, identity_file=other).unwrap(wrapped, CTX)
-    with pytest.raises(ProviderError, match="do not rotate in place"):
-        AgeKey(recipient).rotate(now=T0)
+    with pytest.raises(ProviderError, match="does not rotate"):
+        AgeKey(recipient).rotate(now=T0, token="t")
 
 
 @pytest.mark.parametrize(
@@ -156,11 +158,43 @@ def test_provider_is_chosen_by_form(ref: str, provider: str) -> None:
     assert provider_of(ref) == provider
 
 
-@pytest.mark.parametrize("ref", ["", "local:", "local:../x", "vault:transit/k", "age1short", "projects/p/keys/k"])
+@pytest.mark.parametrize("ref", ["", "local:", "local:../x", "vault:transit/k", "projects/p/keys/k"])
 def test_unknown_reference_lists_accepted_forms(ref: str) -> None:
     with pytest.raises(UnknownReference) as info:
         provider_of(ref)
     assert "local:NAME" in str(info.value) and "age1" in str(info.value)
+
+
+@pytest.mark.parametrize("ref", ["age1notvalid", "age1short", "age1ff9zuqqp2pm09vkuc9wkw6c7vrfdggp86eljvn34h08rt704jc0s90sc9l,age1x"])
+def test_a_malformed_age_recipient_is_named_as_one(ref: str) -> None:
+    with pytest.raises(UnknownReference) as info:
+        provider_of(ref)
+    assert "invalid age recipient" in str(info.value) and "unknown key reference" not in str(info.value)
+
+
+def test_a_checksum_error_in_an_age_recipient_is_invalid_not_unknown() -> None:
+    good = "age1ff9zuqqp2pm09vkuc9wkw6c7vrfdggp86eljvn34h08rt704jc0s90sc9l"
+    bad = good[:-1] + ("q" if good[-1] != "q" else "p")
+    with pytest.raises(UnknownReference, match="invalid age recipient"):
+        AgeKey(bad)
+
+
+@pytest.mark.parametrize("ref, options, settings, canonical", [
+    ("local:main", None, None, "local:main"),
+    (" local:main ", None, None, "local:main"),
+    ("age1ff9zuqqp2pm09vkuc9wkw6c7vrfdggp86eljvn34h08rt704jc0s90sc9l, age1ff9zuqqp2pm09vkuc9wkw6c7vrfdggp86eljvn34h08rt704jc0s90sc9l",
+     None, None,
+     "age1ff9zuqqp2pm09vkuc9wkw6c7vrfdggp86eljvn34h08rt704jc0s90sc9l,age1ff9zuqqp2pm09vkuc9wkw6c7vrfdggp86eljvn34h08rt704jc0s90sc9l"),
+    ("alias/app", None, {"region": "eu-west-1", "account": "123456789012"}, "arn:aws:kms:eu-west-1:123456789012:alias/app"),
+    ("alias/app", {"region": "us-east-1"}, {"region": "eu-west-1", "account": "123456789012"},
+     "arn:aws:kms:us-east-1:123456789012:alias/app"),
+    ("alias/app", None, None, "alias/app"),
+    ("arn:aws:kms:eu-west-1:123456789012:alias/app", None, None, "arn:aws:kms:eu-west-1:123456789012:alias/app"),
+])
+def test_canonical_ref(ref, options, settings, canonical) -> None:
+    from keystead.providers import canonical_ref
+
+    assert canonical_ref(ref, options, settings) == canonical
 
 
 def test_cloud_references_are_known_but_not_yet_available(tmp_path: Path) -> None:
@@ -174,5 +208,5 @@ def test_cloud_references_are_known_but_not_yet_available(tmp_path: Path) -> Non
 
 def test_a_long_lived_key_wraps_under_the_primary_another_process_rotated_to(keyfile: LocalKeyFile) -> None:
     sealer = LocalKey("main", keyfile)  # loaded before the rotation, kept open (a server, say)
-    LocalKey("main", keyfile).rotate(now=T0 + timedelta(days=90))  # the worker, elsewhere
+    LocalKey("main", keyfile).rotate(now=T0 + timedelta(days=90), token="t")  # the worker, elsewhere
     assert sealer.wrap(os.urandom(32), CTX).version == "2"
