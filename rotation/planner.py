@@ -1,11 +1,15 @@
 """The planner: for each configured key, is a rotation due, and how much work is it?
 
-A key is *due* when ``as_of - last_rotated >= rotation_period_days`` (the
-period comes from keystead.toml, 1..2560 days, default 90). A slot is
-*behind* when it is wrapped under a version other than the key's primary.
-The planner only reads: the provider's ``describe()``, the store's
-``version_counts`` and the state database. ``as_of`` replaces "now", so a
-plan for any date is computed without waiting or patching the clock.
+A key that keystead rotates (rotation kind *in-place* or *successor*) is
+*due* when ``as_of - last_rotated >= rotation_period_days`` (the period comes
+from keystead.toml, 1..2560 days, default 90). A key the cloud rotates on its
+own schedule (*scheduled*) is never due: keystead only catches up; a key that
+does not rotate (*none*: age recipients) is never due and never planned.
+A slot is *behind* when its version label differs from the key's primary.
+The planner only reads: the provider's ``describe()``, every store's
+``version_counts`` (the base store and each profile's) and the state
+database. ``as_of`` replaces "now", so a plan for any date is computed
+without waiting or patching the clock.
 
 What a sweep would do with each key (``KeyPlan.action``):
 
@@ -14,7 +18,7 @@ What a sweep would do with each key (``KeyPlan.action``):
 ``resume``     a rotation of the key is under way; carry on from its state
 ``catch-up``   not due, but slots are behind the primary (a rotation done by
                hand, or a lost state database): rewrap them, no new version
-``manual``     due, but the key cannot rotate in place; rotate it by hand
+``manual``     forced, but the key does not rotate (age): declare a new key, re-seal
 ``error``      the key cannot be opened (missing from its provider, bad ref)
 ``none``       nothing to do
 =============  ================================================================
@@ -27,10 +31,13 @@ performance anchors): it is an estimate for planning, not a promise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
+from keystead.clock import iso_or_none
 from keystead.errors import KeysteadError
-from keystead.rotation.state import DONE, Rotation, StateDB
+from keystead.providers import RotationKind
+from keystead.rotation.state import Rotation, StateDB
+from keystead.rotation.stores import StoreSet, behind
 
 REWRAP_RATES = {"local": 100_000.0, "age": 4_000.0, "aws": 800.0, "gcp": 800.0}
 """Slots rewrapped per second, by provider, used for the estimate."""
@@ -46,6 +53,7 @@ class KeyPlan:
     period_days: int
     action: str
     primary: str | None = None
+    rotation_kind: str | None = None
     last_rotated: datetime | None = None
     next_due: datetime | None = None
     due: bool = False
@@ -57,6 +65,10 @@ class KeyPlan:
     to_rewrap: int = 0
     estimated_seconds: float = 0.0
     error: str | None = None
+    store_errors: tuple[str, ...] = ()
+    """Stores that could not be counted (their slots are not in the figures)."""
+    unreadable: tuple[tuple[str, str], ...] = ()
+    """(secret, reason) the latest rotation could not rewrap."""
 
     def as_dict(self) -> dict[str, object]:
         rot = self.rotation
@@ -64,10 +76,11 @@ class KeyPlan:
             "key": self.name,
             "ref": self.ref,
             "provider": self.provider,
+            "rotation_kind": self.rotation_kind,
             "period_days": self.period_days,
             "primary": self.primary,
-            "last_rotated": _iso(self.last_rotated),
-            "next_due": _iso(self.next_due),
+            "last_rotated": iso_or_none(self.last_rotated),
+            "next_due": iso_or_none(self.next_due),
             "due": self.due,
             "action": self.action,
             "slots": self.slots,
@@ -83,14 +96,13 @@ class KeyPlan:
                 "to_version": rot.to_version,
                 "rewrapped": rot.rewrapped,
                 "unreadable": rot.unreadable,
+                "held": rot.held,
                 "error": rot.error,
             },
+            "unreadable": [{"secret": s, "reason": r} for s, r in self.unreadable],
+            "store_errors": list(self.store_errors),
             "error": self.error,
         }
-
-
-def _iso(when: datetime | None) -> str | None:
-    return None if when is None else when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def provider_name(ref: str) -> str:
@@ -102,44 +114,62 @@ def provider_name(ref: str) -> str:
         return "?"
 
 
-def plan_key(vault, name: str, state: StateDB | None, *, as_of: datetime, force: bool = False) -> KeyPlan:
+def plan_key(vault, name: str, state: StateDB | None, *, as_of: datetime, force: bool = False,  # noqa: ANN001
+             stores: StoreSet | None = None) -> KeyPlan:
     """The plan for one configured key as of ``as_of``. Reads only."""
     kc = vault.config.keys[name]
     base = dict(name=name, ref=kc.ref, provider=provider_name(kc.ref), period_days=kc.rotation_period_days)
     latest = state.latest(name) if state is not None else None
+    unread = tuple((u.secret, u.reason) for u in state.unreadable_slots(latest.id)) if latest and state else ()
     key = vault.keys.get(name)
     if key is None:
         err = vault.key_errors.get(name)
         return KeyPlan(**base, action=ERROR, rotation=latest, error=str(err) if err else "key not opened")
+    owned = stores is None
+    stores = stores or StoreSet(vault)
     try:
         info = key.describe()
-        counts = dict(vault.store.version_counts(kc.ref))
+        proof = stores.prove(kc.ref)
     except KeysteadError as exc:
         return KeyPlan(**base, action=ERROR, rotation=latest, error=str(exc))
+    finally:
+        if owned:
+            stores.close()
+    counts = proof.counts
     slots = sum(counts.values())
-    behind = slots - counts.get(info.primary, 0)
-    next_due = info.last_rotated + timedelta(days=kc.rotation_period_days)
-    due = as_of >= next_due
-    if latest is not None and latest.state != DONE:
+    lag = behind(counts, info.primary)
+    kind = info.rotation
+    next_due = None
+    if kind in (RotationKind.IN_PLACE, RotationKind.SUCCESSOR) and info.last_rotated is not None:
+        next_due = info.last_rotated + timedelta(days=kc.rotation_period_days)
+    due = next_due is not None and as_of >= next_due
+    if latest is not None and latest.active:
         action = RESUME
-        to_rewrap = behind if latest.to_version == info.primary else slots
+        to_rewrap = lag if latest.to_version == info.primary else slots
+    elif force and kind is RotationKind.NONE:
+        action, to_rewrap = MANUAL, 0
     elif due or force:
-        action = ROTATE if (info.rotates_in_place or force) else MANUAL
-        to_rewrap = slots if action == ROTATE else 0
-    elif behind:
-        action, to_rewrap = CATCH_UP, behind
+        action, to_rewrap = ROTATE, slots
+    elif lag:
+        action, to_rewrap = CATCH_UP, lag
     else:
         action, to_rewrap = NONE, 0
     rate = REWRAP_RATES.get(base["provider"], 800.0)
     return KeyPlan(
-        **base, action=action, primary=info.primary, last_rotated=info.last_rotated, next_due=next_due,
-        due=due, behind=behind, slots=slots, version_counts=counts, live_versions=info.live_versions,
-        rotation=latest, to_rewrap=to_rewrap, estimated_seconds=to_rewrap / rate,
+        **base, action=action, primary=info.primary, rotation_kind=str(kind), last_rotated=info.last_rotated,
+        next_due=next_due, due=due, behind=lag, slots=slots, version_counts=counts,
+        live_versions=info.live_versions, rotation=latest, to_rewrap=to_rewrap, estimated_seconds=to_rewrap / rate,
+        store_errors=tuple(f"{stores.label(sid)}: {why}" for sid, why in proof.unreachable.items()),
+        unreadable=unread,
     )
 
 
-def plan(vault, state: StateDB | None, *, as_of: datetime, only: str | None = None,
+def plan(vault, state: StateDB | None, *, as_of: datetime, only: str | None = None,  # noqa: ANN001
          force: bool = False) -> list[KeyPlan]:
     """Plans for every configured key (or ``only`` one), in config order."""
     names = [only] if only else list(vault.config.keys)
-    return [plan_key(vault, n, state, as_of=as_of, force=force) for n in names]
+    stores = StoreSet(vault)
+    try:
+        return [plan_key(vault, n, state, as_of=as_of, force=force, stores=stores) for n in names]
+    finally:
+        stores.close()
