@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from keystead.errors import ConfigError, StoreError
-from keystead.stores.base import SlotRow, SlotUpdate, Store
+from keystead.stores.base import DAMAGED, SlotRow, SlotUpdate, Store, redact_url
 from keystead.stores.dir import DirStore
 from keystead.stores.sqlite import SqliteStore
 
-__all__ = ["DirStore", "SlotRow", "SlotUpdate", "SqliteStore", "Store", "open_store"]
+__all__ = ["DAMAGED", "DirStore", "SlotRow", "SlotUpdate", "SqliteStore", "Store", "open_store", "redact_url"]
 
 _FORMS = "dir:PATH, sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH"
 
@@ -33,23 +33,15 @@ def open_store(url: str, *, base: Path | None = None) -> Store:
     if url.startswith("sqlite:///"):
         return SqliteStore(_resolve(url[len("sqlite:///") :], base, url))
     if url.startswith(("postgresql:", "postgresql+", "postgres:")):
-        raise StoreError(f"vault store {_redact(url)}: PostgreSQL vault store arrives with the scale-out issue")
-    raise ConfigError(f"unknown vault store URL {_redact(url)!r}; accepted forms: {_FORMS}")
+        raise StoreError(f"vault store {redact_url(url)}: PostgreSQL vault store arrives with the scale-out issue")
+    raise ConfigError(f"unknown vault store URL {redact_url(url)!r}; accepted forms: {_FORMS}")
 
 
 def _resolve(raw: str, base: Path | None, url: str) -> Path:
     if not raw:
-        raise ConfigError(f"vault store URL {url!r} has no path; accepted forms: {_FORMS}")
+        raise ConfigError(f"vault store URL {redact_url(url)!r} has no path; accepted forms: {_FORMS}")
     path = Path(raw).expanduser()
     if not path.is_absolute():
         path = (base if base is not None else Path.cwd()) / path
     return path
 
-
-def _redact(url: str) -> str:
-    """The URL without a password (``scheme://user:secret@host`` -> ``scheme://user:***@host``)."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
-        return url
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"

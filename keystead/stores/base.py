@@ -15,16 +15,65 @@ calls:
   touches a payload; ``version_counts`` says how many slots each version of a
   key still holds.
 
+Name order is byte order: ``names``, ``iter_envelopes``, the cursors of
+``slots_behind`` (``after``, ``until``) and ``split_points`` all order
+secrets by the UTF-8 bytes of their name (``sorted(names, key=str.encode)``:
+``"A9" < "Alpha_2" < "Zeta" < "_x" < "a-b" < "a.b" < "a_b" < "alpha"``),
+never by a locale's collation. Rotation's cursors, lanes and backup lookups
+in the state database compare names the same way.
+
+Damaged envelopes (a 0-byte or truncated file, bad JSON, an unknown format
+version, a file renamed to another secret's name, a database row without
+slots) never stop rotation: ``slots_behind`` returns each one as
+``SlotRow(name, DAMAGED, b"")`` in its name-order place (it may hold a slot
+of the key; the engine records it as unreadable), ``version_counts`` counts
+them under :data:`DAMAGED` (so no version looks unused while one is
+unreadable), ``replace_slots`` leaves them alone, and ``iter_envelopes``
+reports them to ``on_damaged`` when given one (else it raises, so an export
+never silently leaves out half a vault).
+
 Stores are named by URL: ``dir:PATH`` and ``sqlite:///PATH`` (later
-``postgresql://...``). See :func:`keystead.stores.open_store`.
+``postgresql://...``). See :func:`keystead.stores.open_store`. A store's
+``url`` and ``repr`` never show a password (:func:`keystead.stores.redact_url`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from keystead.envelope import Envelope
+from keystead.errors import KeysteadError
+
+DAMAGED = "?"
+"""The version reported for an envelope that cannot be decoded. Never a real
+version label (labels are non-empty ``[A-Za-z0-9_.:/-]``)."""
+
+OnDamaged = Callable[[str, KeysteadError], None]
+"""``on_damaged(name, error)``: told about each damaged envelope that ``iter_envelopes`` skips."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for messages and reprs.
+
+    ``postgresql+psycopg://app:s3cr%40t@db/vault`` -> ``postgresql+psycopg://app:***@db/vault``;
+    a ``password=`` query parameter is masked too. The password is taken to end at
+    the last ``@`` before the query, so an unencoded ``@`` or ``/`` in it still does
+    not leak (at worst more than the password is masked). A URL without a password
+    comes back unchanged.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+        at = rest.rfind("@", 0, cut)
+        if at >= 0 and ":" in rest[:at]:
+            rest = f"{rest[:at].split(':', 1)[0]}:***{rest[at:]}"
+        url = f"{scheme}{sep}{rest}"
+    return _PASSWORD_PARAM.sub(r"\1***", url)
+
+
+_PASSWORD_PARAM = re.compile(r"(?i)([?&]password=)[^&#]*")
 
 
 class SlotRow(NamedTuple):
@@ -68,16 +117,32 @@ class Store(Protocol):
 
     def count(self) -> int: ...
 
-    def iter_envelopes(self, *, after: str = "", batch: int = 1000) -> Iterator[Envelope]: ...
+    def iter_envelopes(
+        self, *, after: str = "", batch: int = 1000, on_damaged: OnDamaged | None = None
+    ) -> Iterator[Envelope]:
+        """Envelopes named after ``after``, in byte order. A damaged one goes to
+        ``on_damaged`` and is skipped; without ``on_damaged`` it raises FormatError."""
+        ...
 
     def slots_behind(
         self, key: str, version: str, *, after: str = "", until: str | None = None, limit: int = 1000
-    ) -> list[SlotRow]: ...
+    ) -> list[SlotRow]:
+        """Up to ``limit`` slots of ``key`` not at ``version``, of secrets named after
+        ``after`` up to and including ``until``, in byte order; a damaged envelope in
+        that range is one ``SlotRow(name, DAMAGED, b"")`` (it counts toward ``limit``)."""
+        ...
 
-    def replace_slots(self, key: str, updates: Sequence[SlotUpdate]) -> int: ...
+    def replace_slots(self, key: str, updates: Sequence[SlotUpdate]) -> int:
+        """Compare-and-swap each slot; return how many were swapped (damaged envelopes: not)."""
+        ...
 
-    def version_counts(self, key: str) -> dict[str, int]: ...
+    def version_counts(self, key: str) -> dict[str, int]:
+        """Slots of ``key`` per version, plus damaged envelopes under ``DAMAGED``."""
+        ...
 
-    def split_points(self, key: str, parts: int) -> list[str]: ...
+    def split_points(self, key: str, parts: int) -> list[str]:
+        """Up to ``parts - 1`` names, ascending in byte order, cutting the key's slots
+        into ranges of about equal size (a range is after one point up to the next)."""
+        ...
 
     def close(self) -> None: ...

@@ -19,17 +19,16 @@ Envelope files are mode 0600, the folder is created 0700.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from keystead.envelope import Envelope, Slot, check_name, decode, encode
-from keystead.files import MAX_FILE_NAME, TEMP_MARK, fsync_folder, write_atomic
+from keystead.files import MAX_FILE_NAME, TEMP_MARK, fsync_folder, locked, write_atomic
 from keystead.errors import FormatError, InputError, NotFoundError, StoreError
-from keystead.stores.base import SlotRow, SlotUpdate
+from keystead.stores.base import DAMAGED, OnDamaged, SlotRow, SlotUpdate, redact_url
 
 SUFFIX = ".json"
 STALE_TEMP_SECONDS = 300
@@ -100,19 +99,27 @@ class DirStore:
                 found.append(check_name(name))
             except InputError:
                 continue  # not a secret's file (e.g. '-notes.json')
-        found.sort()
+        found.sort(key=str.encode)  # byte order (the Store contract)
         return found
 
     def count(self) -> int:
         return len(self.names())
 
-    def iter_envelopes(self, *, after: str = "", batch: int = 1000) -> Iterator[Envelope]:
-        """Envelopes in name order after ``after``, read one file at a time."""
-        for name in self._names_after(after):
-            try:
-                yield self.get(name)
-            except NotFoundError:
-                continue  # deleted since the listing
+    def iter_envelopes(
+        self, *, after: str = "", batch: int = 1000, on_damaged: OnDamaged | None = None
+    ) -> Iterator[Envelope]:
+        """Envelopes in name order after ``after``, read one file at a time.
+
+        A file that does not decode goes to ``on_damaged`` and is skipped; without
+        ``on_damaged`` its FormatError propagates.
+        """
+        for name, env in self._envelopes_after(after):
+            if isinstance(env, FormatError):
+                if on_damaged is None:
+                    raise env
+                on_damaged(name, env)
+                continue
+            yield env
 
     # -- slots, for rotation ---------------------------------------------
 
@@ -122,14 +129,18 @@ class DirStore:
         rows: list[SlotRow] = []
         if limit <= 0:
             return rows
-        for env in self.iter_envelopes(after=after):
-            if until is not None and env.name > until:
+        for name, env in self._envelopes_after(after):
+            if until is not None and name > until:
                 break
-            slot = env.slot(key)
-            if slot is not None and slot.version != version:
-                rows.append(SlotRow(env.name, slot.version, slot.wrapped))
-                if len(rows) >= limit:
-                    break
+            if isinstance(env, FormatError):
+                rows.append(SlotRow(name, DAMAGED, b""))
+            else:
+                slot = env.slot(key)
+                if slot is None or slot.version == version:
+                    continue
+                rows.append(SlotRow(name, slot.version, slot.wrapped))
+            if len(rows) >= limit:
+                break
         return rows
 
     def split_points(self, key: str, parts: int) -> list[str]:
@@ -146,8 +157,8 @@ class DirStore:
                     target = self._file(up.secret)
                     try:
                         env = self._read(target, up.secret)
-                    except NotFoundError:
-                        continue
+                    except (NotFoundError, FormatError):
+                        continue  # deleted meanwhile, or damaged: not replaced
                     slot = env.slot(key)
                     if slot is None or slot.version != up.old_version:
                         continue
@@ -163,10 +174,10 @@ class DirStore:
 
     def version_counts(self, key: str) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for env in self.iter_envelopes():
-            slot = env.slot(key)
-            if slot is not None:
-                counts[slot.version] = counts.get(slot.version, 0) + 1
+        for _name, env in self._envelopes_after(""):
+            version = DAMAGED if isinstance(env, FormatError) else getattr(env.slot(key), "version", None)
+            if version is not None:
+                counts[version] = counts.get(version, 0) + 1
         return counts
 
     def close(self) -> None:
@@ -179,7 +190,7 @@ class DirStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"DirStore({str(self.path)!r})"
+        return f"DirStore({redact_url(self.url)!r})"
 
     # -- files -----------------------------------------------------------
 
@@ -195,8 +206,19 @@ class DirStore:
             raise StoreError(f"{target} leads outside the vault folder {self._root} (a symlink?)")
         return target
 
-    def _names_after(self, after: str) -> list[str]:
-        return [n for n in self.names() if n > after]
+    def _envelopes_after(self, after: str) -> Iterator[tuple[str, Envelope | FormatError]]:
+        """(name, envelope) in name order after ``after``; a file that does not decode
+        gives its FormatError in place of the envelope; a file deleted since the
+        listing is left out."""
+        for name in self.names():
+            if name <= after:
+                continue
+            try:
+                yield name, self.get(name)
+            except NotFoundError:
+                continue
+            except FormatError as exc:
+                yield name, exc
 
     def _read(self, target: Path, name: str) -> Envelope:
         try:
@@ -229,15 +251,12 @@ class DirStore:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold the folder's advisory write lock (one writer at a time, across processes)."""
-        try:
-            fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise _store_error(exc, self.path, "locking") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with ExitStack() as held:
+            try:
+                held.enter_context(locked(self._root))
+            except OSError as exc:
+                raise _store_error(exc, self.path, "locking") from exc
             yield
-        finally:
-            os.close(fd)  # closing releases the lock
 
     def _remove_stale_temps(self) -> None:
         now = time.time()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from keystead.envelope import Envelope, Slot, check_name
 from keystead.errors import FormatError, NotFoundError, StoreError
-from keystead.stores.base import SlotRow, SlotUpdate
+from keystead.stores.base import DAMAGED, OnDamaged, SlotRow, SlotUpdate, redact_url
 
 SCHEMA_VERSION = 1
 CHUNK = 1000
@@ -48,6 +48,9 @@ _SCHEMA = (
     "CREATE INDEX slots_by_secret ON slots(secret, position)",
     f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}')",
 )
+
+_DAMAGED_SQL = "SELECT name FROM secrets WHERE name > ? AND NOT EXISTS (SELECT 1 FROM slots WHERE slots.secret = secrets.name)"
+"""Secret rows without any slot: envelopes nothing can open (damaged)."""
 
 # Primary result codes (https://sqlite.org/rescode.html).
 _BUSY, _LOCKED, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 11, 13, 14, 26
@@ -137,8 +140,14 @@ class SqliteStore:
         with self._transaction(write=False) as c:
             return c.execute("SELECT COUNT(*) FROM secrets").fetchone()[0]
 
-    def iter_envelopes(self, *, after: str = "", batch: int = 1000) -> Iterator[Envelope]:
-        """Envelopes in name order after ``after``, ``batch`` at a time (keyset pagination)."""
+    def iter_envelopes(
+        self, *, after: str = "", batch: int = 1000, on_damaged: OnDamaged | None = None
+    ) -> Iterator[Envelope]:
+        """Envelopes in name order after ``after``, ``batch`` at a time (keyset pagination).
+
+        A secret row without slots goes to ``on_damaged`` and is skipped; without
+        ``on_damaged`` its FormatError propagates.
+        """
         batch = max(1, batch)
         cursor = after
         while True:
@@ -158,7 +167,14 @@ class SqliteStore:
                 ):
                     slots[secret].append(slot)
             for name, *row in rows:
-                yield self._envelope(name, row, slots.get(name, ()))
+                try:
+                    env = self._envelope(name, row, slots.get(name, ()))
+                except FormatError as exc:
+                    if on_damaged is None:
+                        raise
+                    on_damaged(name, exc)
+                    continue
+                yield env
             if len(rows) < batch:
                 return
             cursor = rows[-1][0]
@@ -168,6 +184,10 @@ class SqliteStore:
     def slots_behind(
         self, key: str, version: str, *, after: str = "", until: str | None = None, limit: int = 1000
     ) -> list[SlotRow]:
+        """See the Store protocol. A secret row without slots (damaged) in the range
+        scanned is one ``SlotRow(name, DAMAGED, b"")`` in its place."""
+        if limit <= 0:
+            return []
         sql = "SELECT secret, version, wrapped FROM slots WHERE key = ? AND secret > ? AND version <> ?"
         args: tuple = (key, after, version)
         if until is not None:
@@ -175,7 +195,17 @@ class SqliteStore:
             args += (until,)
         with self._transaction(write=False) as c:
             rows = c.execute(sql + " ORDER BY secret LIMIT ?", args + (limit,)).fetchall()
-        return list(map(SlotRow._make, rows))
+            # Damaged rows in the range this page covers: up to its last row when the
+            # page is full (what lies beyond is the next page's), else up to ``until``.
+            last = rows[-1][0] if len(rows) == limit else until
+            damaged = c.execute(
+                _DAMAGED_SQL + (" AND name <= ?" if last is not None else "") + " ORDER BY name LIMIT ?",
+                (after, *((last,) if last is not None else ()), limit),
+            ).fetchall()
+        if not damaged:
+            return list(map(SlotRow._make, rows))
+        merged = sorted([*map(SlotRow._make, rows), *(SlotRow(n, DAMAGED, b"") for (n,) in damaged)])
+        return merged[:limit]
 
     def replace_slots(self, key: str, updates: Sequence[SlotUpdate]) -> int:
         """Swap each slot still at its ``old_version``, all in one transaction; return how many."""
@@ -206,8 +236,11 @@ class SqliteStore:
 
     def version_counts(self, key: str) -> dict[str, int]:
         with self._transaction(write=False) as c:
-            rows = c.execute("SELECT version, COUNT(*) FROM slots WHERE key = ? GROUP BY version", (key,))
-            return dict(rows.fetchall())
+            counts = dict(c.execute("SELECT version, COUNT(*) FROM slots WHERE key = ? GROUP BY version", (key,)))
+            (damaged,) = c.execute("SELECT COUNT(*) FROM (" + _DAMAGED_SQL + ")", ("",)).fetchone()
+        if damaged:
+            counts[DAMAGED] = counts.get(DAMAGED, 0) + damaged
+        return counts
 
     def close(self) -> None:
         if self._conn is not None:
@@ -221,7 +254,7 @@ class SqliteStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SqliteStore({str(self.path)!r})"
+        return f"SqliteStore({redact_url(self.url)!r})"
 
     # -- internals -------------------------------------------------------
 
@@ -248,7 +281,7 @@ class SqliteStore:
         """One explicit transaction; rolled back on any error, sqlite3 errors become StoreError."""
         c = self._conn
         if c is None:
-            raise StoreError(f"vault store {self.url} is closed")
+            raise StoreError(f"vault store {redact_url(self.url)} is closed")
         try:
             c.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             yield c

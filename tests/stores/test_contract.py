@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-from keystead.errors import ConfigError, InputError, NotFoundError, StoreError
-from keystead.stores import DirStore, SlotUpdate, SqliteStore, Store, open_store
+from keystead.errors import ConfigError, FormatError, InputError, KeysteadError, NotFoundError, StoreError
+from keystead.stores import DAMAGED, DirStore, SlotUpdate, SqliteStore, Store, open_store, redact_url
 
 from .conftest import open_kind
 
@@ -190,3 +189,156 @@ def test_open_store_refuses(tmp_path):
         with pytest.raises(ConfigError, match="dir:PATH"):
             open_store(bad, base=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- name order is byte order -------------------------------------------------
+
+MIXED = ["Zeta", "alpha", "Alpha_2", "a.b", "a-b", "a_b", "A9", "_x", "a", "B", "b0", "Z", "9z", "0"]
+BYTE_ORDER = sorted(MIXED, key=str.encode)
+# Cursors that land between such names (and on them, and before and after all of them).
+CURSORS = ["", "0", "5", "A", "Alpha", "Alpha_2", "Y", "[", "_", "_x", "a", "a,", "a-", "a-c", "a/", "a_a", "b", "zz"]
+
+
+def test_byte_order_is_not_case_folding():
+    assert BYTE_ORDER[:4] == ["0", "9z", "A9", "Alpha_2"] and BYTE_ORDER.index("_x") < BYTE_ORDER.index("a")
+
+
+def _mixed_vault(store, make_env) -> None:
+    store.put_many(make_env(n, slots=[(KEY, "1"), ("local:other", "1")]) for n in reversed(MIXED))
+
+
+def test_names_and_iter_envelopes_are_in_byte_order(store, make_env):
+    _mixed_vault(store, make_env)
+    assert store.names() == BYTE_ORDER
+    assert [e.name for e in store.iter_envelopes(batch=3)] == BYTE_ORDER
+    for after in CURSORS:
+        expected = [n for n in BYTE_ORDER if n.encode() > after.encode()]
+        assert [e.name for e in store.iter_envelopes(after=after, batch=2)] == expected, after
+
+
+def test_slots_behind_cursors_in_byte_order(store, make_env):
+    _mixed_vault(store, make_env)
+    for after in CURSORS:
+        for until in [None, *CURSORS]:
+            expected = [n for n in BYTE_ORDER
+                        if n.encode() > after.encode() and (until is None or n.encode() <= until.encode())]
+            assert [r.secret for r in store.slots_behind(KEY, "2", after=after, until=until)] == expected, (after, until)
+    seen, after = [], ""
+    while rows := store.slots_behind(KEY, "2", after=after, limit=3):
+        seen += [r.secret for r in rows]
+        after = rows[-1].secret
+    assert seen == BYTE_ORDER
+
+
+def test_split_points_in_byte_order_cover_every_slot_once(store, make_env):
+    _mixed_vault(store, make_env)
+    for parts in (2, 3, 5, 14, 30):
+        points = store.split_points(KEY, parts)
+        assert points == sorted(set(points), key=str.encode) and len(points) < parts
+        bounds = ["", *points, None]
+        lanes = [[r.secret for r in store.slots_behind(KEY, "2", after=lo, until=hi, limit=100)]
+                 for lo, hi in zip(bounds, bounds[1:])]
+        assert [n for lane in lanes for n in lane] == BYTE_ORDER, parts
+
+
+# -- damaged envelopes ----------------------------------------------------------
+
+def damage(store, name: str, how: str) -> None:
+    """Break ``name``'s envelope for real: a 0-byte or truncated file (dir), slots deleted by raw SQL (sqlite)."""
+    if isinstance(store, DirStore):
+        path = store.path / f"{name}.json"
+        data = path.read_bytes()
+        path.write_bytes(b"" if how == "empty" else data[: len(data) // 2])
+    else:
+        import sqlite3
+
+        with sqlite3.connect(store.path) as db:
+            db.execute("DELETE FROM slots WHERE secret = ?", (name,))
+
+
+@pytest.fixture
+def damaged_vault(store, make_env):
+    """20 secrets D00..D19 behind on KEY; D03 (emptied) and D11 (truncated) damaged; D15 on the
+    current version. Returns the names behind, damaged ones included."""
+    store.put_many(make_env(f"D{i:02d}", slots=[(KEY, "2" if i == 15 else "1")]) for i in range(20))
+    damage(store, "D03", "empty")
+    damage(store, "D11", "truncated")
+    return [f"D{i:02d}" for i in range(20) if i != 15]
+
+
+def test_slots_behind_returns_damaged_envelopes_in_place(store, damaged_vault):
+    rows = store.slots_behind(KEY, "2", limit=1000)
+    assert [r.secret for r in rows] == damaged_vault
+    assert {r.secret for r in rows if r.version == DAMAGED} == {"D03", "D11"}
+    assert all(r.wrapped == b"" for r in rows if r.version == DAMAGED)
+    # Damaged envelopes count toward the limit and page like any other row.
+    for limit in (1, 3, 4, 7):
+        seen, after = [], ""
+        while page := store.slots_behind(KEY, "2", after=after, limit=limit):
+            assert len(page) <= limit
+            seen += [r.secret for r in page]
+            after = page[-1].secret
+        assert seen == damaged_vault, limit
+    assert [r.secret for r in store.slots_behind(KEY, "2", limit=4)] == ["D00", "D01", "D02", "D03"]
+    assert [r.secret for r in store.slots_behind(KEY, "2", after="D02", until="D03")] == ["D03"]
+    assert [r.secret for r in store.slots_behind(KEY, "2", after="D03", until="D10")] == [
+        f"D{i:02d}" for i in range(4, 11)]
+    assert store.slots_behind(KEY, "2", after="D11", until="D11") == []
+
+
+def test_version_counts_count_damaged_envelopes(store, damaged_vault):
+    assert store.version_counts(KEY) == {"1": 17, "2": 1, DAMAGED: 2}
+    # A damaged envelope may hold any key's slot: no key looks unused while it is unreadable.
+    assert store.version_counts("local:none") == {DAMAGED: 2}
+
+
+def test_iter_envelopes_reports_damaged_or_raises(store, damaged_vault):
+    with pytest.raises(FormatError):
+        list(store.iter_envelopes())
+    told: list[tuple[str, type]] = []
+    got = [e.name for e in store.iter_envelopes(batch=4, on_damaged=lambda n, e: told.append((n, type(e))))]
+    assert got == [f"D{i:02d}" for i in range(20) if i not in (3, 11)]
+    assert [n for n, _ in told] == ["D03", "D11"]
+    assert all(issubclass(t, KeysteadError) for _, t in told)
+
+
+def test_replace_slots_skips_damaged_envelopes(store, damaged_vault):
+    rows = store.slots_behind(KEY, "2")
+    updates = [SlotUpdate(r.secret, r.version, "2", 5, b"new") for r in rows]
+    assert store.replace_slots(KEY, updates) == len(rows) - 2
+    assert [r.secret for r in store.slots_behind(KEY, "2")] == ["D03", "D11"]
+    assert store.version_counts(KEY) == {"2": 18, DAMAGED: 2}
+
+
+def test_damaged_envelope_repaired_by_put(store, damaged_vault, make_env):
+    store.put(make_env("D03", slots=[(KEY, "2")]))
+    store.delete("D11")
+    assert store.version_counts(KEY) == {"1": 17, "2": 2}
+    assert DAMAGED not in {r.version for r in store.slots_behind(KEY, "2")}
+
+
+# -- URLs never show a password -------------------------------------------------
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql+psycopg://app:hunter2@db:5432/vault", "postgresql+psycopg://app:***@db:5432/vault"),
+    ("postgresql://app:hun%40ter%2F2@db/vault", "postgresql://app:***@db/vault"),
+    ("postgresql://app:hun@ter/2@db/vault?sslmode=require", "postgresql://app:***@db/vault?sslmode=require"),
+    ("postgres://:hunter2@db/vault", "postgres://:***@db/vault"),
+    ("postgresql://db/vault?sslmode=require&password=hunter2", "postgresql://db/vault?sslmode=require&password=***"),
+    ("postgresql://app@db/vault", "postgresql://app@db/vault"),
+    ("sqlite:////tmp/v.db", "sqlite:////tmp/v.db"),
+    ("dir:vault", "dir:vault"),
+])
+def test_redact_url(url, shown):
+    assert redact_url(url) == shown
+    assert "hunter2" not in redact_url(url) and "ter%2F2" not in redact_url(url)
+
+
+def test_repr_and_errors_name_the_url_without_password(store):
+    assert repr(store) == f"{type(store).__name__}({store.url!r})"
+    with pytest.raises(StoreError) as exc:
+        open_store("postgresql+psycopg://app:hunter2@db/vault")
+    assert "hunter2" not in str(exc.value) and "app:***@db" in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        open_store("mysql://app:hunter2@db/vault")
+    assert "hunter2" not in str(exc.value)

@@ -138,3 +138,21 @@ def test_unreadable_folder_is_a_store_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="file"):
         DirStore(tmp_path / "file" / "vault")
+
+
+def test_every_kind_of_undecodable_file_is_damaged_not_fatal(vault, make_env):
+    """Renamed, unknown format version, bad JSON, wrong shape: each is one DAMAGED row."""
+    from keystead.stores import DAMAGED
+
+    for name in ["A", "B", "C", "D", "E"]:
+        vault.put(make_env(name))
+    (vault.path / "B.json").write_bytes((vault.path / "E.json").read_bytes())  # renamed / copied over
+    data = (vault.path / "C.json").read_bytes()
+    (vault.path / "C.json").write_bytes(data.replace(b"\"keystead\": 1", b"\"keystead\": 99", 1))
+    (vault.path / "D.json").write_bytes(b"[]")
+    rows = vault.slots_behind("local:main", "2")
+    assert [(r.secret, r.version) for r in rows] == [("A", "1"), ("B", DAMAGED), ("C", DAMAGED), ("D", DAMAGED), ("E", "1")]
+    assert vault.version_counts("local:main") == {"1": 2, DAMAGED: 3}
+    told = []
+    assert [e.name for e in vault.iter_envelopes(on_damaged=lambda n, e: told.append(n))] == ["A", "E"]
+    assert told == ["B", "C", "D"]

@@ -1,0 +1,130 @@
+"""What the state database hands out: rotation states and the rows as values.
+
+Rows are frozen dataclasses (one per table row) or named tuples where the
+engine makes one per slot in its hot loop. Times are epoch seconds (UTC,
+see :mod:`keystead.clock`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+from keystead.errors import RotationError
+
+PLANNED, ROTATED, REWRAPPING, VERIFIED, RETIRED, DONE, ABANDONED = (
+    "planned", "rotated", "rewrapping", "verified", "retired", "done", "abandoned",
+)
+STATES = (PLANNED, ROTATED, REWRAPPING, VERIFIED, RETIRED, DONE, ABANDONED)
+TERMINAL = (DONE, ABANDONED)
+"""States a rotation never leaves: the key's next rotation is a new row."""
+
+DISABLED, DELETED = "disabled", "deleted"
+RETIREMENT_STATES = (DISABLED, DELETED)
+
+
+class StateDBError(RotationError):
+    """The state database itself failed (missing, corrupt, locked, unreachable).
+
+    Unlike a failure of one key's rotation, this stops the whole sweep.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """One row of ``keystead_rotations``; times are epoch seconds (UTC).
+
+    ``held``: slots still on old versions that block retirement (the rotation
+    is blocked when ``held > 0``).
+    """
+
+    id: int
+    key: str
+    ref: str
+    state: str
+    reason: str
+    from_version: str | None
+    to_version: str | None
+    cursor: str
+    total: int
+    rewrapped: int
+    unreadable: int
+    verified: int
+    passes: int
+    planned_at: float
+    rotated_at: float | None
+    verified_at: float | None
+    retired_at: float | None
+    done_at: float | None
+    updated_at: float
+    error: str | None
+    held: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.state not in TERMINAL
+
+
+ROTATION_FIELDS = tuple(f.name for f in fields(Rotation))
+
+
+class FailedSlot(NamedTuple):
+    """A slot the key could not open during a rewrap batch."""
+
+    secret: str
+    version: str
+    reason: str
+
+
+class UnreadableSlot(NamedTuple):
+    """A slot recorded as unreadable for a rotation, in the store it was found in."""
+
+    store: str
+    secret: str
+    version: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A rewrap batch written to the store: where it ended, how many slots it
+    swapped, and the slots the key could not open."""
+
+    cursor: str
+    rewrapped: int
+    failed: tuple[FailedSlot, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """One name range of a store's rewrap: secrets after ``start`` up to and
+    including ``until`` (None: to the end), done up to ``cursor``.
+
+    ``lane`` is unique within the rotation (across its stores); ``store`` is
+    the engine's opaque id of the store ('' for the one store of a v1 rotation).
+    """
+
+    rotation_id: int
+    lane: int
+    start: str
+    until: str | None
+    cursor: str
+    done: bool
+    store: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """How far one old version of a key has been retired (``keystead_retirements``).
+
+    ``state`` is ``disabled`` (restorable) or ``deleted``; ``rotation_id`` is
+    the rotation that retired it (None when unknown).
+    """
+
+    ref: str
+    version: str
+    state: str
+    rotation_id: int | None
+    disabled_at: float | None
+    deleted_at: float | None
+    updated_at: float
