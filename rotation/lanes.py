@@ -32,14 +32,15 @@ from keystead.errors import KeysteadError, RotationError
 POLL_SECONDS = 0.25
 
 
-def run_lanes(engine, rot, lanes) -> None:
-    """Rewrap ``lanes`` of ``rot`` in one process each; return when all have ended."""
+def run_lanes(engine, rot, lanes, store: str) -> None:  # noqa: ANN001 - Engine, Rotation, Lanes
+    """Rewrap ``lanes`` (of the store with id ``store``) of ``rot`` in one process each; return when all
+    have ended."""
     ctx = multiprocessing.get_context("spawn")
     config = engine.vault.config
     procs = [
         ctx.Process(
             target=lane_main,
-            args=(str(config.path), config.profile, rot.id, lane.lane, engine.now.timestamp(), os.getpid(),
+            args=(str(config.path), config.profile, rot.id, lane.lane, store, engine.now.timestamp(), os.getpid(),
                   _log_level()),
             name=f"keystead-lane-{lane.lane}",
         )
@@ -78,11 +79,13 @@ def _log_level() -> int:
     return logger.getEffectiveLevel() if logger.handlers else logging.CRITICAL + 1
 
 
-def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: int,
+def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: int, store: str,
               now: float, parent_pid: int, log_level: int = logging.CRITICAL + 1) -> None:
-    """Entry point of one lane process."""
+    """Entry point of one lane process: the same vault (opened through ``Vault.open``, so the same
+    key wrappers) and the same batch loop as in-process, over one lane of one store."""
     from keystead.config import load_config
     from keystead.rotation.engine import LOG_DATE_FORMAT, LOG_FORMAT, Engine
+    from keystead.rotation.rewrap import rewrap_range
     from keystead.rotation.state import StateDB
     from keystead.vault import Vault
 
@@ -97,17 +100,25 @@ def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: 
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     config = load_config(config_path, profile=profile)
     state = StateDB.open(config.state_url)
+    assert state is not None
     try:
         with Vault.open(config) as vault:
             rot = state.get(rotation_id)
             lane = next(x for x in state.lanes(rotation_id) if x.lane == lane_no)
             key = vault.keys[rot.key]
             engine = Engine(vault, state, now=datetime.fromtimestamp(now, timezone.utc), stop=stop)
-            engine.rewrap_range(key, rot, after=lane.cursor, until=lane.until, lane=lane_no)
-            if not stop.is_set():
+            try:
+                moved = rewrap_range(engine, key, rot, store=engine.stores.get(store), sid=store, lane=lane)
+            finally:
+                engine.close()
+            if not stop.is_set() and not moved:
                 state.finish_lane(rotation_id, lane_no)
     except KeysteadError as exc:
         state.update(rotation_id, now=datetime.now(timezone.utc), error=f"lane {lane_no}: {exc}")
+        raise SystemExit(1) from None
+    except Exception as exc:  # a bug: say its type (never its message, which may quote data)
+        state.update(rotation_id, now=datetime.now(timezone.utc),
+                     error=f"lane {lane_no}: internal error ({type(exc).__name__})")
         raise SystemExit(1) from None
     finally:
         state.close()

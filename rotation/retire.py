@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from keystead.clock import epoch, from_epoch, iso
 from keystead.errors import KeysteadError, NotFoundError, RotationError
 from keystead.providers import ManagedKey, RotationKind, VersionState
-from keystead.rotation.state import RETIRED, Rotation
+from keystead.rotation.state import ABANDONED, RETIRED, Rotation
 from keystead.stores.base import SlotUpdate
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def abandon(engine: Engine, key: ManagedKey, rot: Rotation) -> int:
     engine.state.drop_lanes(rot.id)
     engine.state.delete_backups(rot.id)
     was = rot.state
-    rot = engine.state.update(rot.id, now=engine.now, state="abandoned", done_at=epoch(engine.now),
+    rot = engine.state.update(rot.id, now=engine.now, state=ABANDONED, done_at=epoch(engine.now),
                               error=f"abandoned in state {was}")
     engine.event("abandon", rot, key=key.ref, state=was, restored=restored)
     return restored

@@ -160,7 +160,7 @@ def verify(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
     """Open rewrapped envelopes with the key; count check per store; then drop the backups."""
     ref, to, rid = key.ref, rot.to_version, rot.id
     assert to is not None
-    unread = {(engine.stores.resolve(u.store), u.secret) for u in engine.state.unreadable_slots(rid)}
+    unread = {(engine.stores.resolve(u.store), u.secret) for u in engine.state.unreadable(rid)}
     slots, lag, per_store = 0, 0, []
     for sid, store in engine.stores.reachable():
         counts = store.version_counts(ref)

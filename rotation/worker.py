@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from keystead.clock import parse_iso, utcnow
 from keystead.errors import KeysteadError
 from keystead.rotation.engine import Engine, Progress, SweepResult
 from keystead.rotation.state import StateDB
@@ -37,10 +38,6 @@ log = logging.getLogger("keystead.rotation")
 
 _stop = threading.Event()
 _sweeping = threading.Lock()
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @contextmanager
@@ -64,9 +61,12 @@ def run_once(config, *, as_of: datetime | None = None, only: str | None = None, 
     with opened(config) as (vault, state):
         engine = Engine(vault, state, now=as_of or utcnow(), progress=progress,
                         stop=stop if stop is not None else _stop, on_event=on_event)
-        if only:
-            return SweepResult([engine.run_key(only, force=force)])
-        return engine.sweep(force=force)
+        try:
+            if only:
+                return SweepResult([engine.run_key(only, force=force)])
+            return engine.sweep(force=force)
+        finally:
+            engine.close()
 
 
 def scheduled_sweep(config_path: str, profile: str | None = None, as_of: str | None = None) -> None:
@@ -78,10 +78,13 @@ def scheduled_sweep(config_path: str, profile: str | None = None, as_of: str | N
     with _sweeping:
         try:
             config = load_config(Path(config_path), profile=profile)
-            when = datetime.fromisoformat(as_of) if as_of else None
+            when = parse_iso(as_of) if as_of else None
             result = run_once(config, as_of=when)
         except KeysteadError as exc:
             log.error("sweep failed: %s", exc)
+            return
+        except Exception as exc:  # never kill the scheduler's thread; the type only (a message may quote data)
+            log.error("sweep failed: internal error (%s)", type(exc).__name__)
             return
         for r in result.keys:
             level = logging.WARNING if r.failed else logging.INFO

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from keystead.errors import ProviderError, StoreError
+from keystead.errors import DecryptError, ProviderError, ProviderUnavailable, StoreError
 from keystead.providers.base import Key, Wrapped
 from keystead.stores.base import SlotUpdate
 
@@ -45,9 +45,9 @@ class CorruptingKey(Key):
         self.corrupt = corrupt
 
     def rewrap_many(self, vault, items):
-        version, out = self._key.rewrap_many(vault, items)
-        return version, [
-            bytes(len(w)) if isinstance(w, bytes) and secret in self.corrupt else w
+        out = self._key.rewrap_many(vault, items)
+        return [
+            Wrapped(w.version, bytes(len(w.blob))) if isinstance(w, Wrapped) and secret in self.corrupt else w
             for w, (secret, _v, _b) in zip(out, items, strict=True)
         ]
 
@@ -63,11 +63,17 @@ class CorruptingKey(Key):
     def describe(self):
         return self._key.describe()
 
-    def rotate(self, *, now):
-        return self._key.rotate(now=now)
+    def rotate(self, *, now, token):
+        return self._key.rotate(now=now, token=token)
+
+    def disable(self, version):
+        return self._key.disable(version)
 
     def retire(self, version):
         return self._key.retire(version)
+
+    def restore(self, version):
+        return self._key.restore(version)
 
 
 class RacingKey(CorruptingKey):
@@ -84,3 +90,55 @@ class RacingKey(CorruptingKey):
             during, self.during = self.during, None
             during()
         return out
+
+
+class FlakyKey(CorruptingKey):
+    """A real key whose ``rewrap_many`` raises ``ProviderUnavailable`` for its first ``fail`` batches
+    that hold a secret named in ``secrets`` (a throttled cloud: raised for the whole batch)."""
+
+    def __init__(self, key: Key, secrets: set[str], *, fail: int = 1) -> None:
+        super().__init__(key, set())
+        self.secrets = secrets
+        self.fail = fail
+
+    def rewrap_many(self, vault, items):
+        if self.fail and any(secret in self.secrets for secret, _v, _b in items):
+            self.fail -= 1
+            raise ProviderUnavailable("ThrottlingException: rate exceeded (after retries)", op="rewrap",
+                                      key=self.ref, code="ThrottlingException")
+        return self._key.rewrap_many(vault, items)
+
+
+class FailingKey(CorruptingKey):
+    """A real key for which every rewrapped item is a decryption failure (a key that opens nothing)."""
+
+    def rewrap_many(self, vault, items):
+        return [DecryptError() for _ in items]
+
+
+class ExplodingKey(CorruptingKey):
+    """A real key whose rewrap raises a bug (not a keystead error) on its first batch."""
+
+    def rewrap_many(self, vault, items):
+        raise ZeroDivisionError("a bug in a provider; its message quotes S000001's value: value-000001")
+
+
+class MovingKey(CorruptingKey):
+    """A real key that rotates once behind the engine's back in the middle of a batch (an alias moved,
+    a cloud's own schedule): the second half of that batch lands on the newer version."""
+
+    def __init__(self, key: Key, *, at_batch: int = 2) -> None:
+        super().__init__(key, set())
+        self.at_batch = at_batch
+        self.batches = 0
+
+    def rewrap_many(self, vault, items):
+        self.batches += 1
+        if self.batches != self.at_batch or len(items) < 2:
+            return self._key.rewrap_many(vault, items)
+        half = len(items) // 2
+        first = self._key.rewrap_many(vault, items[:half])
+        from datetime import datetime, timezone
+
+        self._key.rotate(now=datetime.now(timezone.utc), token="moved-behind-the-engine")
+        return first + self._key.rewrap_many(vault, items[half:])

@@ -30,6 +30,22 @@ def latest(env: Env) -> st.Rotation | None:
         state.close()
 
 
+def cursor(env: Env) -> str:
+    """The rewrap cursor of the (one) lane of the (one) store."""
+    state = env.state()
+    try:
+        [lane] = state.lanes(state.latest("main").id)
+        return lane.cursor
+    finally:
+        state.close()
+
+
+def store_id(env: Env) -> str:
+    from keystead.rotation.stores import store_id as sid
+
+    return sid(env.config().store_url)
+
+
 def key_info(env: Env):
     with env.vault() as vault:
         return vault.keys["main"].describe()
@@ -120,7 +136,7 @@ def _stop_on(action: str, stop: threading.Event, after: int = 1):
         ("rewrap", 1, st.REWRAPPING),
         ("rewrap", 3, st.REWRAPPING),
         ("verify", 1, st.VERIFIED),
-        ("retire", 1, st.RETIRED),
+        ("disable", 1, st.RETIRED),
     ],
 )
 def test_resumes_from_every_state(env: Env, action: str, after: int, expected_state: str) -> None:
@@ -143,7 +159,7 @@ def test_crash_after_key_rotate_before_state_write_does_not_rotate_twice(env: En
     sweep(env, stop=stop, on_event=_stop_on("plan", stop))
     assert latest(env).state == st.PLANNED
     with env.vault() as vault:  # the key was rotated, then the worker died before recording it
-        vault.keys["main"].rotate(now=DUE)
+        vault.keys["main"].rotate(now=DUE, token="by-hand")
     assert sweep(env).keys[0].outcome == "done"
     rot = latest(env)
     assert (rot.from_version, rot.to_version) == ("1", "2")
@@ -156,17 +172,18 @@ def test_replayed_batch_keeps_the_original_backup(env: Env) -> None:
     sweep(env, stop=stop, on_event=_stop_on("rewrap", stop))
     rot = latest(env)
     state = env.state()
-    first = rot.cursor
-    original = state.backup(rot.id, first)
+    first = cursor(env)
+    sid = store_id(env)
+    original = state.backup(rot.id, first, store=sid)
     assert original is not None and original[0] == "1"
-    state.save_backups(rot.id, [(first, "2", b"rewrapped-blob")])
-    assert state.backup(rot.id, first) == original
+    state.save_backups(rot.id, [(first, "2", b"rewrapped-blob")], store=sid)
+    assert state.backup(rot.id, first, store=sid) == original
     state.close()
 
 
 def test_manual_rotation_is_caught_up_without_a_new_version(env: Env) -> None:
     with env.vault() as vault:
-        vault.keys["main"].rotate(now=T0 + timedelta(days=10))
+        vault.keys["main"].rotate(now=T0 + timedelta(days=10), token="by-hand")
     r = sweep(env, T0 + timedelta(days=11)).keys[0]
     assert r.outcome == "done"
     rot = latest(env)
@@ -190,7 +207,7 @@ def test_slot_put_back_behind_the_cursor_is_found_by_the_count_check(env: Env) -
         original = vault.store.get("S000000")
     stop = threading.Event()
     sweep(env, stop=stop, on_event=_stop_on("rewrap", stop, after=2))
-    assert latest(env).cursor > "S000000"
+    assert cursor(env) > "S000000"
     with env.vault() as vault:
         vault.store.put(original)
     assert sweep(env).keys[0].outcome == "done"
@@ -227,7 +244,7 @@ def test_key_moved_on_during_the_rewrap_is_rewrapped_to_its_new_primary(env: Env
     paused = sweep(env, stop=stop, on_event=_stop_on("rewrap", stop, after=1))
     assert paused.keys[0].outcome == "paused" and latest(env).to_version == "2"
     with env.vault() as vault:
-        vault.keys["main"].rotate(now=DUE)  # version 3, behind the engine's back
+        vault.keys["main"].rotate(now=DUE, token="by-hand")  # version 3, behind the engine's back
     result = sweep(env)
     assert result.keys[0].outcome == "done", result.keys[0].message
     rot = latest(env)

@@ -34,7 +34,7 @@ def test_period_comes_from_the_config(tmp_path) -> None:
 
 def test_behind_counts_and_catch_up(env: Env) -> None:
     with env.vault() as vault:
-        vault.keys["main"].rotate(now=T0 + timedelta(days=5))
+        vault.keys["main"].rotate(now=T0 + timedelta(days=5), token="by-hand")
         vault.set("NEW", b"sealed under version 2")
     [p] = plans(env, T0 + timedelta(days=6))
     assert p.primary == "2" and p.behind == env.n and p.version_counts == {"1": env.n, "2": 1}
