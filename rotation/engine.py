@@ -240,6 +240,7 @@ class Engine:
     # -- driving one key -------------------------------------------------------------
     def _drive(self, name: str, key: ManagedKey, *, force: bool) -> KeyResult:
         ref = key.ref
+        retire.purge(self, name, key)  # first: a disabled version something needs is restored before any rewrap
         rot = self.state.latest(name)
         if rot is not None and rot.active and force:
             rot = self._force_during(name, key, rot)
@@ -260,7 +261,6 @@ class Engine:
             elif p.action == planner.ERROR:
                 return KeyResult(name, Outcome.FAILED, message=f"key {name}: {p.error}")
             else:
-                retire.purge(self, name, key)
                 if p.rotation_kind == RotationKind.NONE:
                     msg = f"key {name}: does not rotate ({p.provider}); nothing to do"
                 elif p.next_due is None:

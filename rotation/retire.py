@@ -73,8 +73,11 @@ def retire(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
         held = {v: held.get(v, 0) for v in old}  # an envelope that cannot be parsed may need any of them
     for v in old:
         if v not in held:
-            key.disable(v)
+            # The ledger first: a crash before the disable leaves a ledger row that the next
+            # purge sees is not disabled at the provider, and forgets; never a disabled version
+            # that no ledger row will ever delete or report.
             engine.state.record_retirement(key.ref, v, state=DISABLED, rotation_id=rot.id, now=engine.now)
+            key.disable(v)
             engine.event("disable", rot, key=key.ref, version=v)
     if held:
         parts = [f"version {v} still held by {c} envelope(s)" for v, c in sorted(held.items()) if c]

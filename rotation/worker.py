@@ -69,6 +69,28 @@ def run_once(config, *, as_of: datetime | None = None, only: str | None = None, 
             engine.close()
 
 
+def abandon(config, key: str, *, as_of: datetime | None = None):  # noqa: ANN001, ANN201
+    """``keystead rotate KEY --abandon``."""
+    with opened(config) as (vault, state):
+        engine = Engine(vault, state, now=as_of or utcnow())
+        try:
+            return engine.abandon(key)
+        finally:
+            engine.close()
+
+
+def restore_version(config, key: str, version: str) -> str:  # noqa: ANN001
+    """``keystead keys restore KEY VERSION``."""
+    from keystead.rotation.retire import restore_version as restore
+
+    with opened(config) as (vault, state):
+        engine = Engine(vault, state, now=utcnow())
+        try:
+            return restore(engine, key, version)
+        finally:
+            engine.close()
+
+
 def scheduled_sweep(config_path: str, profile: str | None = None, as_of: str | None = None) -> None:
     """The scheduler's job: load the config afresh, sweep, log the outcome of each key."""
     from keystead.config import load_config

@@ -10,8 +10,8 @@ from rich.table import Table
 from keystead.cli.app import App, console, err_console, json_option, pass_app, print_json
 from keystead.config import KeyConfig
 from keystead.envelope import check_name
-from keystead.errors import InputError, NotFoundError
-from keystead.providers import KeyInfo
+from keystead.errors import InputError, KeysteadError, NotFoundError
+from keystead.providers import KeyInfo, RotationKind
 
 
 MAX_LOCAL_NAME = 64
@@ -29,10 +29,12 @@ def _summary(kc: KeyConfig, info: KeyInfo | None, error: str | None) -> dict:
             provider=info.provider,
             primary=info.primary,
             versions=[{"id": v.id, "state": v.state, "created_at": v.created_at.isoformat()} for v in info.versions],
-            last_rotated=info.last_rotated.isoformat(),
+            last_rotated=info.last_rotated.isoformat() if info.last_rotated else None,
+            rotation=str(info.rotation),
             next_due=(info.last_rotated + timedelta(days=kc.rotation_period_days)).isoformat()
-            if info.rotates_in_place
+            if info.rotation in (RotationKind.IN_PLACE, RotationKind.SUCCESSOR) and info.last_rotated is not None
             else None,
+            exclusive=kc.exclusive,
         )
     if error is not None:
         row["error"] = error
@@ -49,8 +51,13 @@ def _describe_all(app: App) -> list[dict]:
         try:
             rows.append(_summary(kc, vault.keys[kc.name].describe(), None))
         except Exception as exc:  # noqa: BLE001 - one broken key must not hide the others
-            rows.append(_summary(kc, None, str(exc)))
+            # A keystead error says what to fix; anything else (an SDK's) is named by type only.
+            rows.append(_summary(kc, None, str(exc) if isinstance(exc, KeysteadError) else type(exc).__name__))
     return rows
+
+
+def _never(rotation: str) -> str:
+    return {"none": "never (does not rotate)", "scheduled": "by the provider"}.get(rotation, "never")
 
 
 @keys.command("list")
@@ -67,10 +74,10 @@ def list_(app: App, as_json: bool) -> None:
         if "error" in r:
             table.add_row(r["name"], r["ref"], "-", "-", "-", "-", f"[red]{r['error']}[/]")
             continue
-        live = sum(v["state"] == "enabled" for v in r["versions"])
+        live = sum(v["state"] in ("enabled", "superseded") for v in r["versions"])
         table.add_row(
             r["name"], r["ref"], r["provider"], r["primary"], f"{live} live / {len(r['versions'])}",
-            r["last_rotated"][:10], (r["next_due"] or "never (rotates by successor)")[:10],
+            (r["last_rotated"] or "-")[:10], r["next_due"][:10] if r["next_due"] else _never(r["rotation"]),
         )
     console().print(table)
 
@@ -122,3 +129,16 @@ def create(app: App, name: str, period_days: int) -> None:
         fh.write(f'\n[keys."{name}"]\nref = "local:{name}"\nrotation_period_days = {period_days}\n')
     AuditLog(config.audit_path).append("keys.create", key=f"local:{name}")
     err_console().print(f"created local:{name} (add it to a profile's keys to seal new secrets with it)")
+
+
+@keys.command("restore")
+@click.argument("name")
+@click.argument("version")
+@pass_app
+def restore(app: App, name: str, version: str) -> None:
+    """Bring back VERSION of key NAME that rotation disabled (or scheduled for deletion), while the provider still can."""
+    if name not in app.config.keys:
+        raise NotFoundError(f"no key {name!r} in {app.config.path} (see `keystead keys list`)")
+    from keystead.rotation.worker import restore_version
+
+    err_console().print(restore_version(app.config, name, version), soft_wrap=True)

@@ -168,16 +168,32 @@ def _report(result, as_json: bool) -> None:
 @click.command()
 @click.argument("key", required=False)
 @click.option("--dry-run", is_flag=True, help="Print the plan (keys due, envelopes behind, estimated time); change nothing.")
-@click.option("--force", is_flag=True, help="Rotate KEY now even if it is not due.")
+@click.option("--force", is_flag=True,
+              help="Rotate KEY now even if it is not due (also while its last rotation waits out its grace period).")
+@click.option("--abandon", is_flag=True,
+              help="End KEY's unfinished rotation safely: restore from backup any rewrapped slot that does not open.")
 @as_of_option
 @json_option
 @pass_app
-def rotate(app: App, key: str | None, dry_run: bool, force: bool, as_of: str | None, as_json: bool) -> None:
+def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool, as_of: str | None,
+           as_json: bool) -> None:
     """Rotate keys that are due (or KEY), rewrap every envelope, verify, retire old versions."""
     when = parse_as_of(as_of)
-    if force and key is None:
-        raise InputError("--force needs a KEY: keystead rotate KEY --force")
+    if (force or abandon) and key is None:
+        raise InputError(f"--{'force' if force else 'abandon'} needs a KEY: keystead rotate KEY --{'force' if force else 'abandon'}")
+    if force and abandon:
+        raise InputError("--force and --abandon do not go together")
     _check_key(app, key)
+    if abandon:
+        from keystead.rotation.worker import abandon as abandon_rotation
+
+        assert key is not None
+        result = abandon_rotation(app.config, key, as_of=when)
+        if as_json:
+            print_json(result.as_dict())
+        else:
+            err_console().print(result.message, soft_wrap=True)
+        return
     if dry_run:
         plans = _plans(app, _now(when), only=key, force=force)
         if as_json:
@@ -240,15 +256,30 @@ def status(app: App, as_of: str | None, as_json: bool) -> None:
         if p.error:
             table.add_row(p.name, p.provider, "-", "-", "-", f"[red]error: {p.error}[/]", "-")
             continue
-        rot = p.rotation
-        if rot is not None and rot.state != "done":
-            state = f"[yellow]{rot.state}[/]" + (f" ({rot.error})" if rot.error else "")
-        elif p.due:
-            state = "[yellow]due[/]"
-        elif p.behind:
-            state = "[yellow]behind[/]"
-        else:
-            state = "[green]up to date[/]" + (f" (rotated to v{rot.to_version})" if rot is not None else "")
-        table.add_row(p.name, p.provider, p.primary or "-", _fmt_time(p.last_rotated), _fmt_time(p.next_due),
-                      state, str(p.behind))
+        table.add_row(p.name, p.provider, p.primary or "-", _fmt_time(p.last_rotated),
+                      _fmt_time(p.next_due) if p.next_due else _NEVER.get(p.rotation_kind or "", "-"),
+                      _state(p), str(p.behind))
     console().print(table)
+
+
+_NEVER = {"none": "never", "scheduled": "by provider"}
+
+
+def _state(p) -> str:  # noqa: ANN001 - a KeyPlan
+    rot = p.rotation
+    if rot is not None and rot.active:
+        state = f"[yellow]{rot.state}[/]" + (f" ({rot.error})" if rot.error else "")
+    elif p.due:
+        state = "[yellow]due[/]"
+    elif p.behind:
+        state = "[yellow]behind[/]"
+    elif p.rotation_kind == "none":
+        state = "[green]does not rotate[/]"
+    else:
+        state = "[green]up to date[/]" + (f" (rotated to {rot.to_version})" if rot is not None and rot.to_version else "")
+    if p.unreadable:
+        names = ", ".join(f"{s} ({r})" for s, r in p.unreadable[:5])
+        state += f"; [red]unreadable: {names}[/] (fix: keystead secrets rm NAME, or restore it from a backup)"
+    if p.store_errors:
+        state += "; [red]store unreachable: " + "; ".join(p.store_errors) + "[/]"
+    return state

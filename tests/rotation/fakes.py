@@ -38,7 +38,7 @@ class DiskFullStore:
 class CorruptingKey(Key):
     """A real key whose rewrap returns a wrong blob for the secrets named in ``corrupt``."""
 
-    def __init__(self, key: Key, corrupt: set[str]) -> None:
+    def __init__(self, key: Key, corrupt: set[str] = frozenset()) -> None:
         self._key = key
         self.ref = key.ref
         self.provider = key.provider
