@@ -54,7 +54,7 @@ def moto_url():
 def all_docs(example_docs) -> dict[str, dict]:
     """The example's documents and every accepted cell of the matrix."""
     from keystead.policies import actions
-    from keystead.policies.errors import SpecError
+    from keystead.policies.spec import SpecError
 
     out = dict(example_docs)
     for role in actions.ROLES:

@@ -6,8 +6,8 @@ exactly the permissions it needs (rule 14). Pure functions returning dicts.
 
 from __future__ import annotations
 
-from . import actions as A
-from .spec import Spec
+from .. import actions as A
+from ..spec.model import Spec
 
 
 def rotator_role_name(spec: Spec) -> str:

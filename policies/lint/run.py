@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .document import Document, read
 from .errors import LintInputError
-from .lint_aws import lint_aws
-from .lint_gcp import lint_gcp
+from .aws import lint_aws
+from .gcp import lint_gcp
 from .rules import Finding
 
 

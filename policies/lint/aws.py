@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterator
 
-from . import actions as A
+from .. import actions as A
 from .document import Document, Statement
 from .rules import Finding, finding, shorten
 

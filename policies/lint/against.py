@@ -14,11 +14,11 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
-from . import aws, gcp
+from ..generate import aws, gcp
+from ..generate.output import render
+from ..spec.model import Spec
 from .document import Document, Statement, parse
-from .generate import render
 from .rules import Finding, finding, shorten
-from .spec import Spec
 
 
 def _expected(doc_kind: str, name: str, spec: Spec) -> dict | None:

@@ -17,10 +17,10 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import aws, gcp
 from keystead.errors import PolicyError
 
-from .spec import Spec
+from ..spec.model import Spec
+from . import aws, gcp
 
 
 def documents(spec: Spec, arns: Mapping[str, str] | None = None) -> dict[str, dict]:

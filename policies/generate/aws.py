@@ -12,10 +12,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 
-from . import actions as A
+from .. import actions as A
 from .aws_roles import TAG_KEY, Group, role_groups, service_grant_group
-from .errors import SpecError
-from .spec import Aws, Key, Principal, Spec, key_arn_problem
+from ..spec.errors import SpecError
+from ..spec.load import key_arn_problem
+from ..spec.model import Aws, Key, Principal, Spec
 
 VERSION = "2012-10-17"
 DESTRUCTIVE = ("kms:DisableKey", "kms:PutKeyPolicy", "kms:ScheduleKeyDeletion")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import actions
+from .. import actions
 from .errors import SpecError
 from .model import Aws, Grant, Key, Principal, Spec
 from .principals import parse_principal, parse_workers

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from keystead.policies import actions as A
-from keystead.policies.rules import RULES
+from keystead.policies.lint import RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "examples" / "keystead-iam.toml"
@@ -28,7 +28,7 @@ def test_docs_list_every_rule_and_role():
 def test_docs_separation_of_duties_message_is_real(tmp_path):
     import pytest
 
-    from keystead.policies.errors import SeparationOfDuties
+    from keystead.policies.spec import SeparationOfDuties
     from keystead.policies.spec import load_spec
 
     shown = re.search(r"^iam\.toml:12: (principals\.api\.roles\.vault: .*)$", DOC, re.M).group(1)

@@ -10,9 +10,9 @@ import pytest
 
 from policy_cases import MATRIX_KEYS, matrix_spec
 from keystead.policies import actions as A
-from keystead.policies.errors import SpecError
+from keystead.policies.spec import SpecError
 from keystead.policies.generate import documents, render
-from keystead.policies.document import parse
+from keystead.policies.lint import parse
 from keystead.policies.lint import lint_document
 
 REJECT = "reject"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from keystead.errors import PolicyError
-from keystead.policies.errors import SeparationOfDuties, SpecError
+from keystead.policies.spec import SeparationOfDuties, SpecError
 from keystead.policies.spec import load_spec
 
 GOOD = """\

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import actions as A
+from .. import actions as A
+from ..spec.locate import json_statement_line
 from .errors import LintInputError
-from .locate import json_statement_line
 from .shape import check_shape
 
 ROOT = re.compile(r"^(arn:aws[a-z-]*:iam::\d{12}:root|\d{12})$")

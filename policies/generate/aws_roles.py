@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import actions as A
-from .spec import Aws, Key, Principal
+from .. import actions as A
+from ..spec.model import Aws, Key, Principal
 
 TAG_KEY = "keystead:key"
 Conditions = tuple[tuple[str, str, object], ...]  # (operator, condition key, value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import actions as A
+from .. import actions as A
 from .document import Document
 from .rules import Finding, finding, shorten
 

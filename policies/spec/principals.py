@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import actions
+from .. import actions
 from .errors import SeparationOfDuties
 from .model import Aws, Grant, Key, Principal
 from .reader import Reader
