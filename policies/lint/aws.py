@@ -1,4 +1,4 @@
-"""The AWS lint rules over identity, key and trust policies (iam-rules.md 1-12)."""
+"""The AWS lint rules over identity, key and trust policies (docs/iam-rules.md, rules 1-12)."""
 
 from __future__ import annotations
 

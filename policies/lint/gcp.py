@@ -1,4 +1,4 @@
-"""The GCP lint rules over IAM policies and custom roles (iam-rules.md 13-14)."""
+"""The GCP lint rules over IAM policies and custom roles (docs/iam-rules.md, rules 13-14)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The lint rules: id, severity, what it catches, the one-line fix.
 
-Each rule traces to a numbered rule in iam-rules.md (the ``source`` field),
-so every rule there is a lint rule. docs/policies.md carries the same table.
+Each rule traces to a numbered rule in docs/iam-rules.md (the ``source``
+field), so every rule there is a lint rule; that page explains each one for
+users, and docs/policies.md carries the same table.
 """
 
 from __future__ import annotations

@@ -41,3 +41,26 @@ def test_docs_separation_of_duties_message_is_real(tmp_path):
     with pytest.raises(SeparationOfDuties) as caught:
         load_spec(spec)
     assert str(caught.value) == f"{spec}:12: {shown}"
+
+
+RULES_DOC = (ROOT / "docs" / "iam-rules.md").read_text()
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_iam_rules_doc_explains_every_rule_and_sarif_links_to_it():
+    from keystead.policies.lint import to_sarif
+
+    headings = {github_anchor(h): h for h in re.findall(r"^### (.+)$", RULES_DOC, re.M)}
+    numbered = set(re.findall(r"^## Rule (\d+):", RULES_DOC, re.M))
+    driver = to_sarif([])["runs"][0]["tool"]["driver"]
+    for entry in driver["rules"]:
+        rule = RULES[entry["id"]]
+        url, _, anchor = entry["helpUri"].partition("#")
+        assert url.endswith("/docs/iam-rules.md") and anchor in headings, entry["helpUri"]
+        assert headings[anchor] == f"{rule.id} {rule.name}"
+        assert "docs/iam-rules.md" in entry["help"]["text"]
+        assert set(re.findall(r"\d+", rule.source)) <= numbered, rule.source
