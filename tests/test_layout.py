@@ -49,7 +49,7 @@ def test_rotation_builds_on_core_only() -> None:
 
 
 def test_cli_start_loads_no_cloud_sdk() -> None:
-    code = "import sys, keystead.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (CLOUD_SDKS,)
+    code = f"import sys, keystead.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in {CLOUD_SDKS!r}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

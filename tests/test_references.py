@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("keystead", "rotation", "policies", "stacks", "docs", "benchmarks", "README.md")
 TOPS = ("tests", "docs", "policies", "keystead", "rotation", "stacks", "benchmarks")
-PATH = re.compile(r"(?<![\w./~-])((?:%s)/[\w./-]*)" % "|".join(TOPS))
+ALTERNATIVES = "|".join(TOPS)
+PATH = re.compile(rf"(?<![\w./~-])((?:{ALTERNATIVES})/[\w./-]*)")
 
 
 def scanned_files() -> list[Path]:

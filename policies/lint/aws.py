@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterator
+from typing import Any
 
 from .. import actions as A
 from .document import Document, Statement
@@ -137,7 +138,7 @@ def _identity_duties(doc: Document, statements: list[Statement]) -> list[Finding
     return out
 
 
-def _resource_tags(stmt: Statement) -> dict[str, tuple]:
+def _resource_tags(stmt: Statement) -> dict[str, tuple[Any, ...]]:
     return {name: values for op, name, values in stmt.conditions
             if name.startswith("aws:resourcetag/") and op == "StringEquals"}
 

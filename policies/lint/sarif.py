@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from .rules import RULES, Finding
@@ -29,7 +30,7 @@ def rule_anchor(rule_id: str) -> str:
     return f"{rule_id.lower()}-{RULES[rule_id].name}"
 
 
-def to_sarif(findings: list[Finding], version: str = "0.1.0") -> dict:
+def to_sarif(findings: list[Finding], version: str = "0.1.0") -> dict[str, Any]:
     rule_ids = sorted(RULES)
     rules = [{
         "id": rid,
@@ -41,7 +42,7 @@ def to_sarif(findings: list[Finding], version: str = "0.1.0") -> dict:
     } for rid in rule_ids]
     results = []
     for f in findings:
-        location: dict = {"artifactLocation": {"uri": _uri(f.file)}}
+        location: dict[str, Any] = {"artifactLocation": {"uri": _uri(f.file)}}
         if f.line:
             location["region"] = {"startLine": f.line}
         results.append({

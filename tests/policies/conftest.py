@@ -6,10 +6,10 @@ import socket
 from pathlib import Path
 
 import pytest
+from policy_cases import MATRIX_KEYS, matrix_spec
 
 from keystead.policies.generate import documents
 from keystead.policies.spec import Spec, load_spec
-from policy_cases import MATRIX_KEYS, matrix_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "examples" / "keystead-iam.toml"

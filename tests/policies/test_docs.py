@@ -28,10 +28,11 @@ def test_docs_list_every_rule_and_role():
 def test_docs_separation_of_duties_message_is_real(tmp_path):
     import pytest
 
-    from keystead.policies.spec import SeparationOfDuties
-    from keystead.policies.spec import load_spec
+    from keystead.policies.spec import SeparationOfDuties, load_spec
 
-    shown = re.search(r"^iam\.toml:12: (principals\.api\.roles\.vault: .*)$", DOC, re.M).group(1)
+    match = re.search(r"^iam\.toml:12: (principals\.api\.roles\.vault: .*)$", DOC, re.M)
+    assert match, "docs/policies.md shows the separation-of-duties message"
+    shown = match.group(1)
     spec = tmp_path / "iam.toml"
     spec.write_text("\n".join([
         "[aws]", 'account = "111122223333"', 'region = "eu-west-1"', "",
