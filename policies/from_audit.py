@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from .errors import SpecError
+from .spec.errors import SpecError
 
 #: keystead operation -> (AWS KMS actions, GCP Cloud KMS permissions)
 OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -49,7 +49,7 @@ def test_rotation_builds_on_core_only() -> None:
 
 
 def test_cli_start_loads_no_cloud_sdk() -> None:
-    code = "import sys, keystead.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (CLOUD_SDKS,)
+    code = f"import sys, keystead.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in {CLOUD_SDKS!r}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -68,3 +68,32 @@ def test_wheel_ships_every_subpackage(tmp_path: Path) -> None:
         top, _, rest = folder.partition("/")
         installed = ("keystead" if top == "keystead" else f"keystead/{top}") + (f"/{rest}" if rest else "")
         assert f"{installed}/__init__.py" in names, f"{folder} is missing from the wheel as {installed}"
+
+
+def _policies_imports(sub: str) -> dict[str, set[str]]:
+    """keystead.policies modules each file of policies/<sub>/ imports, relative imports resolved."""
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / "policies" / sub).rglob("*.py"):
+        package = ["keystead", *path.relative_to(ROOT).parent.parts]
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                names |= {module} | {f"{module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+        found[str(path.relative_to(ROOT))] = {n for n in names if n.startswith("keystead.policies")}
+    return found
+
+
+@pytest.mark.parametrize(("sub", "forbidden"), [
+    ("spec", ("keystead.policies.generate", "keystead.policies.lint", "keystead.policies.from_audit")),
+    ("generate", ("keystead.policies.lint", "keystead.policies.from_audit")),
+    ("lint", ("keystead.policies.from_audit",)),
+])
+def test_policies_subpackages_point_one_way(sub: str, forbidden: tuple[str, ...]) -> None:
+    """spec <- generate <- lint; all may read keystead.policies.actions."""
+    for module, names in _policies_imports(sub).items():
+        bad = {n for n in names if n.startswith(forbidden)}
+        assert not bad, f"{module} imports {bad}"

@@ -45,8 +45,7 @@ def _arns(values: tuple[str, ...]) -> dict[str, str]:
               help="Document format.")
 def generate(spec_path: str, out_dir: str, key_arns: tuple[str, ...], fmt: str) -> None:
     """Write every IAM document SPEC's keys need into --out."""
-    from keystead.policies.generate import write
-    from keystead.policies.spec import load_spec
+    from keystead.policies import load_spec, write
 
     spec = load_spec(spec_path)
     paths = write(spec, out_dir, _arns(key_arns))  # checks each ARN against its key
@@ -67,9 +66,7 @@ def generate(spec_path: str, out_dir: str, key_arns: tuple[str, ...], fmt: str) 
 def lint(ctx: click.Context, files: tuple[str, ...], fmt: str, fail_on: str,
          against_spec: str | None, principal: str | None, key_name: str | None) -> None:
     """Lint IAM identity, key and trust policies and GCP IAM policies (JSON)."""
-    from keystead.policies.errors import LintInputError
-    from keystead.policies.lint import format_json, format_text, lint_paths
-    from keystead.policies.sarif import format_sarif
+    from keystead.policies import LintInputError, format_json, format_sarif, format_text, lint_paths
 
     try:
         docs, findings = lint_paths(list(files))
@@ -77,8 +74,7 @@ def lint(ctx: click.Context, files: tuple[str, ...], fmt: str, fail_on: str,
         click.echo(f"error: {exc}", err=True)
         ctx.exit(2)
     if against_spec:
-        from keystead.policies.against import against
-        from keystead.policies.spec import load_spec
+        from keystead.policies import against, load_spec
 
         extra, skipped = against(load_spec(against_spec), docs, principal=principal, key=key_name)
         findings = sorted(findings + extra, key=lambda f: (f.file, f.line or 0, f.rule))
@@ -102,7 +98,7 @@ def lint(ctx: click.Context, files: tuple[str, ...], fmt: str, fail_on: str,
               show_default=True, help="ScheduleKeyDeletion only with at least this many days.")
 def from_audit(audit_path: str, principal: str, window: int) -> None:
     """Propose the least-privilege policy for what PRINCIPAL actually did."""
-    from keystead.policies.from_audit import propose, read_records
+    from keystead.policies import propose, read_records
 
     proposal = propose(read_records(audit_path), principal, min_deletion_window_days=window)
     if not proposal["records"]:

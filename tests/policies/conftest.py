@@ -6,10 +6,10 @@ import socket
 from pathlib import Path
 
 import pytest
+from policy_cases import MATRIX_KEYS, matrix_spec
 
 from keystead.policies.generate import documents
 from keystead.policies.spec import Spec, load_spec
-from policy_cases import MATRIX_KEYS, matrix_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "examples" / "keystead-iam.toml"
@@ -54,7 +54,7 @@ def moto_url():
 def all_docs(example_docs) -> dict[str, dict]:
     """The example's documents and every accepted cell of the matrix."""
     from keystead.policies import actions
-    from keystead.policies.errors import SpecError
+    from keystead.policies.spec import SpecError
 
     out = dict(example_docs)
     for role in actions.ROLES:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from keystead.policies.spec import Spec, parse_spec
 
 ACCOUNT = "111122223333"
@@ -15,7 +17,7 @@ def small_spec(keys: dict, principals: dict, **top) -> Spec:
 
 
 #: The key types of the role x key-type matrix, as spec tables.
-MATRIX_KEYS = {
+MATRIX_KEYS: dict[str, dict[str, Any]] = {
     "symmetric": {"type": "symmetric"},
     "multi-region": {"multi_region": True, "replica_regions": ["eu-central-1"]},
     "hsm": {"hsm": True},
@@ -30,7 +32,8 @@ MATRIX_KEYS = {
 def matrix_spec(role: str, key_type: str) -> Spec:
     """One key of ``key_type`` and one principal holding ``role`` on it."""
     gcp = key_type.startswith("gcp")
-    principal = ({"kind": "gcp", "member": "serviceAccount:app@p1.iam.gserviceaccount.com"}
-                 if gcp else {"kind": "aws-role", "arn": f"arn:aws:iam::{ACCOUNT}:role/app"})
+    principal: dict[str, Any] = (
+        {"kind": "gcp", "member": "serviceAccount:app@p1.iam.gserviceaccount.com"}
+        if gcp else {"kind": "aws-role", "arn": f"arn:aws:iam::{ACCOUNT}:role/app"})
     principal["roles"] = {"k": role}
     return small_spec({"k": dict(MATRIX_KEYS[key_type])}, {"app": principal})

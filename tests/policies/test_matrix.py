@@ -7,13 +7,12 @@ change to the tables has to be a change to this test too.
 from __future__ import annotations
 
 import pytest
-
 from policy_cases import MATRIX_KEYS, matrix_spec
+
 from keystead.policies import actions as A
-from keystead.policies.errors import SpecError
 from keystead.policies.generate import documents, render
-from keystead.policies.document import parse
-from keystead.policies.lint import lint_document
+from keystead.policies.lint import lint_document, parse
+from keystead.policies.spec import SpecError
 
 REJECT = "reject"
 ROTATION = {"kms:DisableKeyRotation", "kms:EnableKeyRotation", "kms:GetKeyRotationStatus",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from .rules import RULES, Finding
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+#: Where each rule is explained for users; a rule's anchor is its heading there.
+RULES_DOC = "https://github.com/keystead/keystead/blob/main/docs/iam-rules.md"
 
 
 def _uri(path: str) -> str:
@@ -22,18 +25,24 @@ def _uri(path: str) -> str:
     return quote(p.as_posix())
 
 
-def to_sarif(findings: list[Finding], version: str = "0.1.0") -> dict:
+def rule_anchor(rule_id: str) -> str:
+    """The anchor of a rule's heading "### KS001 kms-wildcard-action" in docs/iam-rules.md."""
+    return f"{rule_id.lower()}-{RULES[rule_id].name}"
+
+
+def to_sarif(findings: list[Finding], version: str = "0.1.0") -> dict[str, Any]:
     rule_ids = sorted(RULES)
     rules = [{
         "id": rid,
         "name": RULES[rid].name,
         "shortDescription": {"text": RULES[rid].summary},
-        "help": {"text": f"{RULES[rid].fix} (iam-rules.md {RULES[rid].source})"},
+        "help": {"text": f"{RULES[rid].fix} (docs/iam-rules.md, {rid}: {RULES[rid].source})"},
+        "helpUri": f"{RULES_DOC}#{rule_anchor(rid)}",
         "defaultConfiguration": {"level": RULES[rid].severity},
     } for rid in rule_ids]
     results = []
     for f in findings:
-        location: dict = {"artifactLocation": {"uri": _uri(f.file)}}
+        location: dict[str, Any] = {"artifactLocation": {"uri": _uri(f.file)}}
         if f.line:
             location["region"] = {"startLine": f.line}
         results.append({

@@ -16,9 +16,9 @@ import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError
+from policy_cases import small_spec
 
 from keystead.policies.generate import documents
-from policy_cases import small_spec
 
 REGION = "eu-west-1"
 ROOT = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+from .aws import lint_aws
 from .document import Document, read
 from .errors import LintInputError
-from .lint_aws import lint_aws
-from .lint_gcp import lint_gcp
+from .gcp import lint_gcp
 from .rules import Finding
 
 
@@ -41,7 +42,7 @@ def lint_paths(paths: list[str | Path]) -> tuple[list[Document], list[Finding]]:
     return docs, sorted(findings, key=_order)
 
 
-def _order(f: Finding) -> tuple:
+def _order(f: Finding) -> tuple[Any, ...]:
     return (f.file, f.line or 0, f.rule, f.statement, f.message)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import actions
+from .. import actions
 from .errors import SeparationOfDuties
 from .model import Aws, Grant, Key, Principal
 from .reader import Reader
@@ -76,7 +76,7 @@ def _member(r: Reader, p: tuple[str, ...], member: str) -> str:
     return member
 
 
-def _parse_irsa(r: Reader, p: tuple[str, ...], raw: dict, aws: Aws | None) -> dict[str, Any]:
+def _parse_irsa(r: Reader, p: tuple[str, ...], raw: dict[str, Any], aws: Aws | None) -> dict[str, Any]:
     if aws is None:
         r.fail(p, "an IRSA principal needs an [aws] table with account and region")
     issuer = r.get(raw, p, "issuer", str, required=True)
@@ -98,7 +98,7 @@ def _parse_irsa(r: Reader, p: tuple[str, ...], raw: dict, aws: Aws | None) -> di
     return out
 
 
-def _parse_roles(r: Reader, p: tuple[str, ...], raw: dict,
+def _parse_roles(r: Reader, p: tuple[str, ...], raw: dict[str, Any],
                  keys: dict[str, Key]) -> tuple[Grant, ...]:
     grants = set()
     for key_name, roles in raw.items():
@@ -150,7 +150,7 @@ def role_misfit(role: str, key: Key) -> str | None:
     return None
 
 
-def parse_workers(r: Reader, raw: dict, keys: dict[str, Key], taken: set[str]) -> list[Principal]:
+def parse_workers(r: Reader, raw: dict[str, Any], keys: dict[str, Key], taken: set[str]) -> list[Principal]:
     out = []
     for worker, body in sorted(raw.items()):
         p = ("workers", worker)

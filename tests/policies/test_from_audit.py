@@ -7,8 +7,7 @@ import json
 from click.testing import CliRunner
 
 from keystead.cli.policy import policy
-from keystead.policies.document import parse
-from keystead.policies.lint import lint_document
+from keystead.policies.lint import lint_document, parse
 
 KEY = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 OTHER = "arn:aws:kms:eu-west-1:111122223333:key/0000abcd-12ab-34cd-56ef-1234567890ab"

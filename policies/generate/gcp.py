@@ -6,15 +6,17 @@ exactly the permissions it needs (rule 14). Pure functions returning dicts.
 
 from __future__ import annotations
 
-from . import actions as A
-from .spec import Spec
+from typing import Any
+
+from .. import actions as A
+from ..spec.model import Spec
 
 
 def rotator_role_name(spec: Spec) -> str:
     return f"projects/{spec.gcp_project or '{project}'}/roles/{A.GCP_ROTATOR_ROLE_ID}"
 
 
-def rotator_role(spec: Spec) -> dict:
+def rotator_role(spec: Spec) -> dict[str, Any]:
     """The custom role for the rotation worker (create versions, set primary, rewrap)."""
     return {
         "description": "keystead rotation worker: add a key version, make it primary, "
@@ -26,7 +28,7 @@ def rotator_role(spec: Spec) -> dict:
     }
 
 
-def bindings(spec: Spec, key_name: str) -> dict:
+def bindings(spec: Spec, key_name: str) -> dict[str, Any]:
     """The IAM policy for one CryptoKey: role -> members, sorted."""
     key = spec.key(key_name)
     by_role: dict[str, set[str]] = {}
@@ -42,6 +44,7 @@ def bindings(spec: Spec, key_name: str) -> dict:
             names.add(rotator_role_name(spec) if role == "rotator"
                       else A.GCP_ROLES[(role, key.type)])
         for name in names:
+            assert principal.member is not None  # every GCP principal has one
             by_role.setdefault(name, set()).add(principal.member)
     return {"bindings": [{"members": sorted(members), "role": role}
                          for role, members in sorted(by_role.items())],

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from keystead.errors import PolicyError
-from keystead.policies.errors import SeparationOfDuties, SpecError
-from keystead.policies.spec import load_spec
+from keystead.policies.spec import SeparationOfDuties, SpecError, load_spec
 
 GOOD = """\
 version = 1
@@ -68,8 +67,8 @@ def test_bad_field_is_named_with_its_line(tmp_path, old, new, field, words):
         load(tmp_path, text)
     message = str(caught.value)
     assert field in message and words in message
-    line = next(i for i, l in enumerate(text.splitlines(), 1) if new.split(" =")[0] in l
-                and l.strip().startswith(new.split(" =")[0]))
+    line = next(i for i, text_line in enumerate(text.splitlines(), 1) if new.split(" =")[0] in text_line
+                and text_line.strip().startswith(new.split(" =")[0]))
     assert f"iam.toml:{line}:" in message, message
     assert isinstance(caught.value, PolicyError) and caught.value.exit_code == 10
 
@@ -154,7 +153,7 @@ principals:
 """
     spec = load(tmp_path, text, "iam.yaml")
     assert spec.principals[0].roles_on("vault") == ("decrypt",)
-    with pytest.raises(SpecError, match="principals.api.roles.vault: unknown role"):
+    with pytest.raises(SpecError, match=r"principals\.api\.roles\.vault: unknown role"):
         load(tmp_path, text.replace("vault: decrypt", "vault: nope"), "iam.yaml")
 
 

@@ -57,7 +57,7 @@ def _statement(index: int, stmt: Any) -> str | None:
     return None
 
 
-def _aws(data: dict) -> str | None:
+def _aws(data: dict[str, Any]) -> str | None:
     raw = data["Statement"]
     if isinstance(raw, dict):
         raw = [raw]
@@ -70,7 +70,7 @@ def _aws(data: dict) -> str | None:
     return None
 
 
-def _gcp_policy(data: dict) -> str | None:
+def _gcp_policy(data: dict[str, Any]) -> str | None:
     bindings = data["bindings"]
     if not isinstance(bindings, list):
         return "bindings: must be a list of {role, members}"
@@ -86,7 +86,7 @@ def _gcp_policy(data: dict) -> str | None:
     return None
 
 
-def _gcp_role(data: dict) -> str | None:
+def _gcp_role(data: dict[str, Any]) -> str | None:
     permissions = data["includedPermissions"]
     if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
         return "includedPermissions: must be a list of strings"
@@ -97,6 +97,6 @@ _CHECKS = {"identity": _aws, "key-policy": _aws, "trust": _aws,
            "gcp-policy": _gcp_policy, "gcp-role": _gcp_role}
 
 
-def check_shape(data: dict, kind: str) -> str | None:
+def check_shape(data: dict[str, Any], kind: str) -> str | None:
     """The first field of ``data`` that is not shaped like a ``kind`` document, or None."""
     return _CHECKS[kind](data)

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
+from typing import Any
 
-from . import aws, gcp
+from ..generate import aws, gcp
+from ..generate.output import render
+from ..spec.model import Spec
 from .document import Document, Statement, parse
-from .generate import render
 from .rules import Finding, finding, shorten
-from .spec import Spec
 
 
-def _expected(doc_kind: str, name: str, spec: Spec) -> dict | None:
+def _expected(doc_kind: str, name: str, spec: Spec) -> dict[str, Any] | None:
     if doc_kind == "identity" and any(p.name == name for p in spec.principals):
         return aws.identity_policy(spec, name) or {"Statement": []}
     keys = {k.name: k for k in spec.keys}
@@ -109,7 +110,7 @@ def _key_policy(doc: Document, want: Document, name: str) -> list[Finding]:
     return out
 
 
-def _members(data: dict) -> set[tuple[str, str]]:
+def _members(data: dict[str, Any]) -> set[tuple[str, str]]:
     return {(str(b.get("role")), str(m)) for b in data.get("bindings") or []
             if isinstance(b, dict) for m in b.get("members") or []}
 

@@ -1,12 +1,10 @@
-"""The policy errors, all under :class:`keystead.errors.PolicyError`::
+"""The spec errors, under :class:`keystead.errors.PolicyError`::
 
     PolicyError
-    ├── SpecError            the IAM spec is invalid; names the field (and line)
-    │   └── SeparationOfDuties   one principal is admin and crypto user of one key
-    └── LintInputError       a file handed to lint cannot be read or parsed
+    └── SpecError            the IAM spec is invalid; names the field (and line)
+        └── SeparationOfDuties   one principal is admin and crypto user of one key
 
-The command line turns SpecError into its one-line message; lint turns
-LintInputError into exit code 2.
+The command line turns SpecError into its one-line message.
 """
 
 from __future__ import annotations
@@ -31,8 +29,4 @@ class SpecError(PolicyError):
 
 
 class SeparationOfDuties(SpecError):
-    pass
-
-
-class LintInputError(PolicyError):
     pass

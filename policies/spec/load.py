@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import actions
+from .. import actions
 from .errors import SpecError
 from .model import Aws, Grant, Key, Principal, Spec
 from .principals import parse_principal, parse_workers
@@ -43,7 +43,7 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(str(path), f"cannot read spec: {exc.strerror}") from exc
     if path.suffix in (".yaml", ".yml"):
         try:
-            import yaml  # optional: only for YAML specs
+            import yaml  # type: ignore[import-untyped]  # optional: only for YAML specs; no stubs
         except ImportError as exc:
             raise SpecError(str(path), "YAML specs need PyYAML installed; use TOML") from exc
         try:
@@ -88,7 +88,7 @@ def parse_spec(data: Mapping[str, Any], *, text: str | None = None,
     return spec
 
 
-def _parse_aws(r: Reader, raw: dict) -> Aws:
+def _parse_aws(r: Reader, raw: dict[str, Any]) -> Aws:
     p = ("aws",)
     r.no_unknown(raw, p, {"account", "region", "partition", "root_access",
                           "deny_destructive", "min_deletion_window_days"})

@@ -1,8 +1,8 @@
-"""The GCP lint rules over IAM policies and custom roles (iam-rules.md 13-14)."""
+"""The GCP lint rules over IAM policies and custom roles (docs/iam-rules.md, rules 13-14)."""
 
 from __future__ import annotations
 
-from . import actions as A
+from .. import actions as A
 from .document import Document
 from .rules import Finding, finding, shorten
 

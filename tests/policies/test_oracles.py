@@ -94,10 +94,10 @@ def test_every_action_resource_and_condition_is_in_policy_sentrys_database(all_d
 
 
 def test_policy_sentry_agrees_on_a_decrypt_only_policy():
+    from policy_cases import small_spec
     from policy_sentry.writing.sid_group import SidGroup
 
     from keystead.policies.generate import documents
-    from policy_cases import small_spec
 
     group = SidGroup()
     group.add_by_arn_and_access_level([KEY_ARN], "Write")

@@ -8,9 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from keystead.cli.policy import policy
-from keystead.policies.document import parse
-from keystead.policies.lint import lint_document
-from keystead.policies.rules import RULES
+from keystead.policies.lint import RULES, lint_document, parse
 
 ACCT = "111122223333"
 ROOT = {"Sid": "Root", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCT}:root"},

@@ -16,16 +16,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from . import aws, gcp
 from keystead.errors import PolicyError
 
-from .spec import Spec
+from ..spec.model import Spec
+from . import aws, gcp
 
 
-def documents(spec: Spec, arns: Mapping[str, str] | None = None) -> dict[str, dict]:
+def documents(spec: Spec, arns: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
     spec = aws.with_arns(spec, arns)
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for key in spec.keys:
         if key.cloud == "aws":
             policy = aws.key_policy(spec, key.name)
@@ -35,10 +36,10 @@ def documents(spec: Spec, arns: Mapping[str, str] | None = None) -> dict[str, di
         else:
             out[f"gcp/bindings/{key.name}.json"] = gcp.bindings(spec, key.name)
     for principal in spec.principals:
-        policy = aws.identity_policy(spec, principal.name)
-        if policy is not None:
+        identity = aws.identity_policy(spec, principal.name)
+        if identity is not None:
             folder = "workers" if principal.kind == "worker" else "identity-policies"
-            out[f"aws/{folder}/{principal.name}.json"] = policy
+            out[f"aws/{folder}/{principal.name}.json"] = identity
         if principal.kind == "irsa":
             out[f"aws/trust-policies/{principal.name}.json"] = aws.trust_policy(
                 spec, principal.name)
@@ -47,7 +48,7 @@ def documents(spec: Spec, arns: Mapping[str, str] | None = None) -> dict[str, di
     return dict(sorted(out.items()))
 
 
-def render(document: dict) -> str:
+def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import actions as A
+from .. import actions as A
+from ..spec.locate import json_statement_line
 from .errors import LintInputError
-from .locate import json_statement_line
 from .shape import check_shape
 
 ROOT = re.compile(r"^(arn:aws[a-z-]*:iam::\d{12}:root|\d{12})$")
 
 
-def _list(value: Any) -> tuple:
+def _list(value: Any) -> tuple[Any, ...]:
     if value is None:
         return ()
     return tuple(value) if isinstance(value, list) else (value,)
@@ -31,7 +31,7 @@ def _list(value: Any) -> tuple:
 @dataclass(frozen=True)
 class Statement:
     index: int
-    raw: dict
+    raw: dict[str, Any]
 
     @property
     def label(self) -> str:
@@ -71,7 +71,7 @@ class Statement:
         return tuple(str(v) for values in principal.values() for v in _list(values))
 
     @property
-    def conditions(self) -> list[tuple[str, str, tuple]]:
+    def conditions(self) -> list[tuple[str, str, tuple[Any, ...]]]:
         """(operator, key lower-cased, values) for every condition."""
         out = []
         block = self.raw.get("Condition") or {}
@@ -101,7 +101,7 @@ class Statement:
 class Document:
     path: str
     text: str
-    data: dict
+    data: dict[str, Any]
     kind: str
 
     @property

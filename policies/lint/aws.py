@@ -1,11 +1,12 @@
-"""The AWS lint rules over identity, key and trust policies (iam-rules.md 1-12)."""
+"""The AWS lint rules over identity, key and trust policies (docs/iam-rules.md, rules 1-12)."""
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterator
+from typing import Any
 
-from . import actions as A
+from .. import actions as A
 from .document import Document, Statement
 from .rules import Finding, finding, shorten
 
@@ -137,7 +138,7 @@ def _identity_duties(doc: Document, statements: list[Statement]) -> list[Finding
     return out
 
 
-def _resource_tags(stmt: Statement) -> dict[str, tuple]:
+def _resource_tags(stmt: Statement) -> dict[str, tuple[Any, ...]]:
     return {name: values for op, name, values in stmt.conditions
             if name.startswith("aws:resourcetag/") and op == "StringEquals"}
 

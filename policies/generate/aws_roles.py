@@ -17,10 +17,11 @@ Scopes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import actions as A
-from .spec import Aws, Key, Principal
+from .. import actions as A
+from ..spec.model import Aws, Key, Principal
 
 TAG_KEY = "keystead:key"
 Conditions = tuple[tuple[str, str, object], ...]  # (operator, condition key, value)
@@ -43,12 +44,11 @@ class Group:
 def role_groups(role: str, key: Key, principal: Principal, aws: Aws) -> list[Group]:
     """The statements ``role`` needs on ``key``, with ``principal``'s constraints."""
     build = _BUILDERS[role]
-    groups = build(key, aws)
-    groups = [_with_principal_conditions(g, key, principal, role) for g in groups]
-    return [g for part in groups for g in part]
+    parts = [_with_principal_conditions(g, key, principal, role) for g in build(key, aws)]
+    return [g for part in parts for g in part]
 
 
-def _crypto(role: str):
+def _crypto(role: str) -> Callable[[Key, Aws], list[Group]]:
     def build(key: Key, aws: Aws) -> list[Group]:
         return [Group("", A.CRYPTO[(role, key.type)], "key")]
     return build
@@ -134,6 +134,7 @@ def _special(action: str, key: Key, aws: Aws) -> tuple[str, tuple[str, str, obje
     if action == "kms:ReplicateKey":
         return "ReplicaRegion", ("StringEquals", "kms:ReplicaRegion", list(key.replica_regions))
     if action == "kms:UpdatePrimaryRegion":
+        assert key.region is not None  # an AWS key always has one
         return "PrimaryRegion", ("StringEquals", "kms:PrimaryRegion",
                                  sorted({key.region, *key.replica_regions}))
     return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import SpecError
 from .locate import toml_line
@@ -18,11 +18,11 @@ class Reader:
     def __init__(self, text: str | None, source: str | None) -> None:
         self.text, self.source = text, source
 
-    def fail(self, path: tuple[str, ...], message: str, cls: type[SpecError] = SpecError):
+    def fail(self, path: tuple[str, ...], message: str, cls: type[SpecError] = SpecError) -> NoReturn:
         line = toml_line(self.text, path) if self.text else None
         raise cls(".".join(path) or "spec", message, line=line, source=self.source)
 
-    def get(self, data: Mapping[str, Any], path: tuple[str, ...], name: str, kind: type,
+    def get(self, data: Mapping[str, Any], path: tuple[str, ...], name: str, kind: type | tuple[type, ...],
             default: Any = None, required: bool = False) -> Any:
         if name not in data:
             if required:
@@ -34,8 +34,8 @@ class Reader:
             self.fail(path + (name,), f"must be {_kind_name(kind)}, got {value!r}")
         return value
 
-    def table(self, data: Mapping[str, Any], path: tuple[str, ...], name: str) -> dict:
-        value = self.get(data, path, name, dict, default={})
+    def table(self, data: Mapping[str, Any], path: tuple[str, ...], name: str) -> dict[str, Any]:
+        value: dict[str, Any] = self.get(data, path, name, dict, default={})
         for key in value:  # YAML allows 123 or yes as a name; TOML never does
             if not isinstance(key, str):
                 self.fail(path + (name, str(key)), "names are strings: quote this name")

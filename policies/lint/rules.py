@@ -1,11 +1,13 @@
 """The lint rules: id, severity, what it catches, the one-line fix.
 
-Each rule traces to a numbered rule in iam-rules.md (the ``source`` field),
-so every rule there is a lint rule. docs/policies.md carries the same table.
+Each rule traces to a numbered rule in docs/iam-rules.md (the ``source``
+field), so every rule there is a lint rule; that page explains each one for
+users, and docs/policies.md carries the same table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 SEVERITIES = ("note", "warning", "error")
@@ -104,11 +106,11 @@ _RULES = [
 RULES: dict[str, Rule] = {rule.id: rule for rule in _RULES}
 
 
-def shorten(names, most: int = 4) -> str:
+def shorten(names: Iterable[str], most: int = 4) -> str:
     """Names sorted and joined, the first ``most`` of them and a count of the rest."""
-    names = sorted(names)
-    rest = f" (+{len(names) - most} more)" if len(names) > most else ""
-    return ", ".join(names[:most]) + rest
+    ordered = sorted(names)
+    rest = f" (+{len(ordered) - most} more)" if len(ordered) > most else ""
+    return ", ".join(ordered[:most]) + rest
 
 
 def finding(rule_id: str, file: str, statement: str, message: str,

@@ -9,13 +9,15 @@ them, keys the stack will create are scoped by their keystead:key tag.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from typing import Any
 
-from . import actions as A
+from .. import actions as A
+from ..spec.errors import SpecError
+from ..spec.load import key_arn_problem
+from ..spec.model import Aws, Key, Principal, Spec
 from .aws_roles import TAG_KEY, Group, role_groups, service_grant_group
-from .errors import SpecError
-from .spec import Aws, Key, Principal, Spec, key_arn_problem
 
 VERSION = "2012-10-17"
 DESTRUCTIVE = ("kms:DisableKey", "kms:PutKeyPolicy", "kms:ScheduleKeyDeletion")
@@ -30,11 +32,11 @@ def with_arns(spec: Spec, arns: Mapping[str, str] | None) -> Spec:
     if not arns:
         return spec
     by_name = {k.name: k for k in spec.keys}
-    for name, arn in sorted(arns.items()):
-        key = by_name.get(name)
-        problem = ("is not declared in the spec" if key is None else
-                   "is a GCP key" if key.cloud != "aws" else
-                   key_arn_problem(arn, key.multi_region))
+    for name, given in sorted(arns.items()):
+        declared = by_name.get(name)
+        problem = ("is not declared in the spec" if declared is None else
+                   "is a GCP key" if declared.cloud != "aws" else
+                   key_arn_problem(given, declared.multi_region))
         if problem:
             raise SpecError(f"--key-arn {name}", problem)
     keys = []
@@ -47,7 +49,7 @@ def with_arns(spec: Spec, arns: Mapping[str, str] | None) -> Spec:
     return replace(spec, keys=tuple(keys))
 
 
-def _conditions(triples) -> dict:
+def _conditions(triples: Iterable[tuple[str, str, object]]) -> dict[str, Any]:
     out: dict[str, dict[str, object]] = {}
     for operator, name, value in triples:
         if isinstance(value, list):
@@ -56,8 +58,9 @@ def _conditions(triples) -> dict:
     return {op: dict(sorted(v.items())) for op, v in sorted(out.items())}
 
 
-def _statement(sid: str, actions, resource, conditions=(), principal=None,
-               effect: str = "Allow") -> dict:
+def _statement(sid: str, actions: Iterable[str], resource: object,
+               conditions: Iterable[tuple[str, str, object]] = (),
+               principal: dict[str, Any] | None = None, effect: str = "Allow") -> dict[str, Any]:
     stmt: dict[str, object] = {"Sid": sid, "Effect": effect}
     if principal is not None:
         stmt["Principal"] = principal
@@ -74,8 +77,9 @@ def _key_arn(key: Key, region: str, partition: str, key_id: str) -> str:
     return f"arn:{partition}:kms:{region}:{key.account}:key/{key_id}"
 
 
-def scope(group: Group, key: Key, aws: Aws) -> tuple[list[str], tuple]:
+def scope(group: Group, key: Key, aws: Aws) -> tuple[list[str], tuple[Any, ...]]:
     """The Resource list (and any resource conditions) for a group in an identity policy."""
+    assert key.region is not None  # an AWS key always has one (the spec loader fills it in)
     partition = key.arn.split(":")[1] if key.arn else aws.partition
     tag = (("StringEquals", f"aws:ResourceTag/{TAG_KEY}", key.name),)
     regions = [key.region, *key.replica_regions]
@@ -98,16 +102,22 @@ def scope(group: Group, key: Key, aws: Aws) -> tuple[list[str], tuple]:
     return [_key_arn(key, r, partition, "*") for r in regions], tag
 
 
+def _aws(spec: Spec) -> Aws:
+    """The [aws] table, which the spec loader requires as soon as an AWS key is declared."""
+    assert spec.aws is not None
+    return spec.aws
+
+
 def _groups(spec: Spec, principal: Principal, key: Key) -> list[tuple[str, Group]]:
     out = []
     for role in principal.roles_on(key.name):
-        out += [(role, g) for g in role_groups(role, key, principal, spec.aws)]
+        out += [(role, g) for g in role_groups(role, key, principal, _aws(spec))]
     if principal.aws_service_grants and set(principal.roles_on(key.name)) & A.CRYPTO_ROLES:
         out.append(("", service_grant_group(principal)))
     return out
 
 
-def _unique(doc: dict, where: str) -> dict:
+def _unique(doc: dict[str, Any], where: str) -> dict[str, Any]:
     sids = [s["Sid"] for s in doc["Statement"]]
     dupes = sorted({s for s in sids if sids.count(s) > 1})
     if dupes:
@@ -115,9 +125,9 @@ def _unique(doc: dict, where: str) -> dict:
     return doc
 
 
-def key_policy(spec: Spec, key_name: str) -> dict:
+def key_policy(spec: Spec, key_name: str) -> dict[str, Any]:
     """The key policy for one AWS key (also attached to each of its replicas)."""
-    key, aws = spec.key(key_name), spec.aws
+    key, aws = spec.key(key_name), _aws(spec)
     root = f"arn:{aws.partition}:iam::{key.account}:root"
     head, allow = [], []
     if aws.root_access:  # rule 2: the account keeps control; no lockout
@@ -126,6 +136,7 @@ def key_policy(spec: Spec, key_name: str) -> dict:
     exempt = {root}
     for principal in spec.principals:
         for role, group in _groups(spec, principal, key):
+            assert principal.arn is not None  # a principal with a role on an AWS key has one
             if role == "admin" or (role == "rotator" and not key.rotates_in_place):
                 exempt.add(principal.arn)
             if not group.in_key_policy:
@@ -145,16 +156,17 @@ def key_policy(spec: Spec, key_name: str) -> dict:
     return _unique(doc, f"keys.{key_name}")
 
 
-def identity_policy(spec: Spec, principal_name: str) -> dict | None:
+def identity_policy(spec: Spec, principal_name: str) -> dict[str, Any] | None:
     """The IAM policy for one principal's role, or None if it has no AWS key."""
     principal = next(p for p in spec.principals if p.name == principal_name)
-    statements, wildcard = [], set()
+    statements: list[dict[str, Any]] = []
+    wildcard: set[str] = set()
     bypass = False
     for key in spec.keys:
         if key.cloud != "aws" or not principal.roles_on(key.name):
             continue
         for role, group in _groups(spec, principal, key):
-            resources, extra = scope(group, key, spec.aws)
+            resources, extra = scope(group, key, _aws(spec))
             if group.scope == "wildcard" and not group.conditions:
                 wildcard.update(group.actions)
                 continue
@@ -175,10 +187,11 @@ def identity_policy(spec: Spec, principal_name: str) -> dict | None:
     return _unique(doc, f"principals.{principal_name}")
 
 
-def trust_policy(spec: Spec, principal_name: str) -> dict:
+def trust_policy(spec: Spec, principal_name: str) -> dict[str, Any]:
     """The IRSA trust policy: only this namespace's service account may assume the role."""
     principal = next(p for p in spec.principals if p.name == principal_name)
-    aws = spec.aws
+    aws = _aws(spec)
+    assert principal.issuer is not None  # every IRSA principal has one
     issuer = principal.issuer.removeprefix("https://")
     provider = f"arn:{aws.partition}:iam::{aws.account}:oidc-provider/{issuer}"
     subject = f"system:serviceaccount:{principal.namespace}:{principal.service_account}"
