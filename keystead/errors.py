@@ -18,7 +18,8 @@ The command line maps each family to a one-line message and an exit code
     ├── RotationError                8  rotation state database or state machine
     │   └── RotationBusy             8  another worker holds the key's rotation lock
     ├── AuditError                   9  the audit log's hash chain is broken
-    └── PolicyError                 10  an IAM spec or policy document is invalid
+    ├── PolicyError                 10  an IAM spec or policy document is invalid
+    └── Interrupted                130  Ctrl-C stopped the work; the message says how far it got
 
 Lower-level errors (OSError, sqlite3, SQLAlchemy, botocore) are translated into
 the most specific family with ``raise ... from``; the original stays on
@@ -94,6 +95,12 @@ class PolicyError(KeysteadError):
     exit_code = 10
 
 
+class Interrupted(KeysteadError):
+    """Ctrl-C (SIGINT) stopped a command between two steps; the message says what was done."""
+
+    exit_code = 130
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (
@@ -107,5 +114,6 @@ EXIT_CODES: dict[str, int] = {
         RotationError,
         AuditError,
         PolicyError,
+        Interrupted,
     )
 }

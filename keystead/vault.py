@@ -18,7 +18,7 @@ from keystead.audit import AuditLog
 from keystead.config import Config
 from keystead.crypto import open_any, seal
 from keystead.envelope import Envelope, check_name
-from keystead.errors import ConfigError, DecryptError, KeysteadError
+from keystead.errors import ConfigError, DecryptError, Interrupted, KeysteadError
 from keystead.providers import Key, open_key
 from keystead.stores import Store, open_store
 
@@ -133,14 +133,46 @@ class Vault:
     def names(self) -> list[str]:
         return self.store.names()
 
-    def import_many(self, items: Mapping[str, bytes]) -> int:
-        """Seal and store many secrets in one store transaction."""
+    def import_many(self, items: Mapping[str, bytes], *, stop: Callable[[], bool] | None = None) -> int:
+        """Seal and store many secrets with one ``put_many``; return how many were written.
+
+        How much of an import survives a failure or a ``stop`` is the store's:
+        sqlite writes all or nothing (one transaction), dir writes each file
+        atomically. ``stop`` is polled before each envelope; when it returns
+        true the import ends with :class:`Interrupted`, whose audit record says
+        how many secrets of how many were written.
+        """
         for name in items:
             check_name(name)
-        with self._audited("secrets.import", count=len(items)):
+
+        class Stopped(Exception):
+            pass
+
+        sealed: list[tuple[str, bytes]] = []  # (name, nonce) of every envelope handed to the store
+
+        def envelopes() -> Iterator[Envelope]:
+            for n, v in items.items():
+                if stop is not None and stop():
+                    raise Stopped
+                envelope = seal(self.name, n, v, keys, now=now)
+                sealed.append((n, envelope.nonce))
+                yield envelope
+
+        with self._audited("secrets.import", count=len(items)) as details:
             keys = self.slot_keys()
             now = self.clock()
-            return self.store.put_many(seal(self.name, n, v, keys, now=now) for n, v in items.items())
+            try:
+                written = self.store.put_many(envelopes())
+            except Stopped:
+                # Count what the store really holds: all or none of them (sqlite), each file (dir).
+                done = 0
+                for n, nonce in sealed:
+                    with contextlib.suppress(KeysteadError):
+                        done += self.store.get(n).nonce == nonce
+                details["written"] = done
+                raise Interrupted(f"interrupted after {done} of {len(items)} secrets") from None
+            details["written"] = written
+            return written
 
     def export(self) -> Iterator[tuple[str, bytes]]:
         """Every secret, decrypted, in name order (streamed)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from keystead.audit import AuditLog
-from keystead.cli.app import App, console, json_option, pass_app, print_json
+from keystead.cli.app import App, Table, json_option, pass_app, print_json
 from keystead.errors import AuditError
 
 
@@ -27,7 +27,7 @@ def verify(app: App, as_json: bool) -> None:
         return
     if not report.ok:
         raise AuditError(f"audit log {app.config.audit_path}: {report.problem}")
-    console().print(f"audit log ok: {report.records} records, chain intact")
+    click.echo(f"audit log ok: {report.records} records, chain intact")
 
 
 @audit.command("show")
@@ -40,6 +40,8 @@ def show(app: App, last: int, as_json: bool) -> None:
     if as_json:
         print_json(records)
         return
+    table = Table("seq", "time", "actor", "action", "secret", "key", "result")
     for r in records:
-        target = r.get("secret") or r.get("key") or ""
-        console().print(f"{r['seq']:>6} {r['ts']} {r['actor']} {r['action']} {target} {r['result']}")
+        table.add_row(str(r["seq"]), r["ts"], r["actor"], r["action"], r.get("secret") or "-", r.get("key") or "-",
+                      r["result"])
+    table.print()

@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import click
-from rich.table import Table
-
-from keystead.cli.app import App, console, err_console, json_option, pass_app, print_json
+from keystead.cli.app import App, Table, console, err_console, json_option, pass_app, print_json
 from keystead.config import KeyConfig
 from keystead.envelope import check_name
 from keystead.errors import InputError, NotFoundError
@@ -70,9 +68,9 @@ def list_(app: App, as_json: bool) -> None:
         live = sum(v["state"] == "enabled" for v in r["versions"])
         table.add_row(
             r["name"], r["ref"], r["provider"], r["primary"], f"{live} live / {len(r['versions'])}",
-            r["last_rotated"][:10], (r["next_due"] or "never (rotates by successor)")[:10],
+            r["last_rotated"][:10], r["next_due"][:10] if r["next_due"] else "never",
         )
-    console().print(table)
+    table.print()
 
 
 @keys.command("show")
@@ -96,7 +94,7 @@ def show(app: App, ref: str, as_json: bool) -> None:
     table = Table("version", "state", "created")
     for v in row["versions"]:
         table.add_row(v["id"] + (" (primary)" if v["id"] == row["primary"] else ""), v["state"], v["created_at"])
-    out.print(table)
+    table.print()
 
 
 @keys.command("create")

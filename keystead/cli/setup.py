@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keystead.cli.app import App, err_console, pass_app
+from keystead.cli.app import App, pass_app, say
 from keystead.config import CONFIG_NAME, load_config
 from keystead.envelope import check_name
 from keystead.errors import InputError
@@ -76,4 +76,4 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_
     except Exception:
         path.unlink(missing_ok=True)  # leave nothing half-initialised
         raise
-    err_console().print(f"initialised vault {vault_name!r}: {path} (key local:{key_name}, store {store})")
+    say(f"initialised vault {vault_name!r}: {path} (key local:{key_name}, store {store})")
