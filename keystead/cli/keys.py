@@ -104,10 +104,14 @@ def show(app: App, ref: str, as_json: bool) -> None:
 @pass_app
 def create(app: App, name: str, period_days: int) -> None:
     """Create local key NAME in the key file and add it to keystead.toml as local:NAME."""
-    check_name(name, "key name")
     if len(name) > MAX_LOCAL_NAME:
         # local:NAME takes at most 64 characters; a longer one would write a ref the config then refuses.
         raise InputError(f"key name {name[:32]}... is too long: a local key name takes at most {MAX_LOCAL_NAME} characters")
+    try:
+        check_name(name, "key name")
+    except InputError:  # its message gives the secret-name limit (255); a local key name takes 64
+        raise InputError(f"invalid key name {name!r}: use 1-{MAX_LOCAL_NAME} characters A-Z a-z 0-9 _ . - "
+                         "(not starting with '.' or '-', no '/')") from None
     config = app.config
     if name in config.keys:
         raise InputError(f"key {name!r} is already declared in {config.path}")
@@ -119,4 +123,6 @@ def create(app: App, name: str, period_days: int) -> None:
         # Quoted: a name may hold '.', which a bare TOML key would split into a nested table.
         fh.write(f'\n[keys."{name}"]\nref = "local:{name}"\nrotation_period_days = {period_days}\n')
     AuditLog(config.audit_path).append("keys.create", key=f"local:{name}")
-    err_console().print(f"created local:{name} (add it to a profile's keys to seal new secrets with it)")
+    hint = ("add it to a profile's keys to seal new secrets with it" if config.profiles
+            else "every new secret gets a slot for it")
+    err_console().print(f"created local:{name} ({hint})", soft_wrap=True)
