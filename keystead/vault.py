@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 
-from keystead.audit import AuditLog
+from keystead.audit import AuditAnchor, AuditLog
 from keystead.config import Config
 from keystead.crypto import open_any, seal
 from keystead.envelope import Envelope, check_name
@@ -61,7 +61,9 @@ class Vault:
             except KeysteadError as exc:
                 errors[kc.name] = exc
         store = open_store(config.store_url, base=config.root)
-        return cls(config, store, keys, errors, AuditLog(config.audit_path), clock=clock)
+        anchor = store if isinstance(store, AuditAnchor) else None  # the chain's head, kept in the vault database
+        audit = AuditLog(config.audit_path, anchor=anchor, vault_size=store.count)
+        return cls(config, store, keys, errors, audit, clock=clock)
 
     def close(self) -> None:
         self.store.close()
@@ -100,7 +102,7 @@ class Vault:
 
     def set(self, name: str, value: bytes) -> Envelope:
         check_name(name)
-        with self._audited("secrets.set", secret=name) as details:
+        with self._audited("secrets.set", secret=name, key=" ".join(kc.ref for kc in self.config.slot_keys)) as details:
             envelope = self.seal(name, value)
             self.store.put(envelope)
             details["slots"] = [s.key for s in envelope.slots]
@@ -122,8 +124,13 @@ class Vault:
 
     def get(self, name: str) -> bytes:
         check_name(name)
-        with self._audited("secrets.get", secret=name):
-            return self.open_envelope(name, self.store.get(name))
+        try:
+            envelope = self.store.get(name)
+        except KeysteadError as exc:
+            self.audit.append("secrets.get", secret=name, result=type(exc).__name__)
+            raise
+        with self._audited("secrets.get", secret=name, key=" ".join(s.key for s in envelope.slots)):
+            return self.open_envelope(name, envelope)
 
     def delete(self, name: str) -> None:
         check_name(name)
