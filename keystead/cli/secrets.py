@@ -131,15 +131,17 @@ def run(app: App, command: tuple[str, ...]) -> None:
     """Run COMMAND with every secret as an environment variable (`keystead run -- CMD ARGS...`)."""
     env = dict(os.environ)
     vault = app.vault
-    count = 0
+    count, used = 0, set()
     try:  # one audit record for the whole run (not a secrets.export as well)
         for envelope in vault.store.iter_envelopes():
             env[envelope.name] = _text(envelope.name, vault.open_envelope(envelope.name, envelope))
+            used.update(s.key for s in envelope.slots)
             count += 1
     except KeysteadError as exc:
-        vault.audit.append("run", command=command[0], count=count, result=type(exc).__name__)
+        vault.audit.append("run", key=" ".join(sorted(used)) or None, command=command[0], count=count,
+                           result=type(exc).__name__)
         raise
-    vault.audit.append("run", command=command[0], count=count)
+    vault.audit.append("run", key=" ".join(sorted(used)) or None, command=command[0], count=count)
     app.close()
     sys.stdout.flush()
     sys.stderr.flush()
