@@ -137,8 +137,6 @@ def load_config(path: Path | str | None = None, *, profile: str | None = None) -
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    if "vault" not in doc and "keys" not in doc:  # an empty (or all-comment) file is a mistake, not a vault
-        raise ConfigError(f"{path}: has no [vault] and no [keys] table: run `keystead init` to write one")
     root = path.parent
     r.unknown(doc, {"vault", "keys", "profiles", "providers", "rotation"}, "top level")
 
@@ -194,6 +192,8 @@ def load_config(path: Path | str | None = None, *, profile: str | None = None) -
         parallel=r.int_in(rot, "parallel", "[rotation]", 2, 1, 64),
         parallel_above=r.int_in(rot, "parallel_above", "[rotation]", 200_000, 0, 10**9),
     )
+    if "vault" not in doc and "keys" not in doc:  # an empty (or all-comment) file is a mistake, not a vault
+        raise ConfigError(f"{path}: has no [vault] and no [keys] table: run `keystead init` to write one")
     return Config(
         path=path,
         root=root,
