@@ -4,18 +4,32 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
 DEMO   ?= demo
+# One stamp per set of extras: `make run` installs only keystead itself (quick),
+# `make test` adds the test extra, `make bench` the bench extra; each once.
+STAMP       := $(VENV)/.installed-main
+STAMP_TEST  := $(VENV)/.installed-test
+STAMP_BENCH := $(VENV)/.installed-bench
 
 .PHONY: run lint test test-fast bench venv clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	touch $(STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(STAMP_BENCH): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
 
 run: $(STAMP)
 	$(BIN)/python -m keystead.cli.demo $(DEMO)
@@ -31,7 +45,7 @@ MYPY_TESTS := tests/policies tests/test_public_surface.py tests/test_references.
 # a tree of links in that layout, rebuilt each run so new modules are seen.
 MYPY_TREE := $(VENV)/mypy-tree
 
-lint: $(STAMP)
+lint: $(STAMP_TEST)
 	$(BIN)/ruff check $(LINT_PATHS)
 	rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)/keystead
 	for f in keystead/*; do ln -s "$(CURDIR)/$$f" $(MYPY_TREE)/keystead/; done
@@ -42,10 +56,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP_TEST)
 	$(BIN)/python -m pytest -q -m 'not slow'
 
-bench: $(STAMP)
+bench: $(STAMP_BENCH)
 	$(BIN)/python -m benchmarks.run --out docs/benchmarks.md
 
 clean:

@@ -83,3 +83,50 @@ def sops_rotate_rate(n: int) -> dict | None:
     version = subprocess.run([sops, "--version", "--disable-version-check"], capture_output=True, text=True)
     return {"n": n, "seconds": seconds, "rate": n / seconds,
             "version": (version.stdout.split("\n")[0] or "sops").strip()}
+
+
+def _median_seconds(argv: list[str], env: dict, cwd: str, runs: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(argv, check=True, env=env, cwd=cwd, capture_output=True)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2], times
+
+
+def startup_vs_sops(runs: int = 11) -> dict | None:
+    """Whole processes, interleaved in one run: ``keystead secrets get`` (local key, SQLite vault of 17
+    secrets) against ``sops decrypt`` of one age-encrypted dotenv value. Medians of ``runs``."""
+    sops = sops_binary()
+    if sops is None:
+        return None
+    from pyrage import x25519
+
+    identity = x25519.Identity.generate()
+    keystead = [sys.executable, "-m", "keystead.cli"]
+    with tempfile.TemporaryDirectory(prefix="keystead-bench-start-") as tmp:
+        # As a user runs it: with compiled bytecode (the first, warming run writes __pycache__).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYSTEAD_") and k != "PYTHONDONTWRITEBYTECODE"}
+        env["SOPS_AGE_KEY"] = str(identity)
+        subprocess.run([*keystead, "init"], check=True, env=env, cwd=tmp, capture_output=True)
+        for i in range(17):
+            subprocess.run([*keystead, "secrets", "set", f"S{i:02d}"], input=b"value-%d" % i, check=True,
+                           env=env, cwd=tmp, capture_output=True)
+        plain = Path(tmp) / "one.env"
+        plain.write_text("DB_PASSWORD=s3cret\n")
+        enc = subprocess.run([sops, "encrypt", "--age", str(identity.to_public()), "--input-type", "dotenv",
+                              "--output-type", "dotenv", str(plain)], check=True, env=env, capture_output=True)
+        plain.unlink()
+        encrypted = Path(tmp) / "one.enc.env"
+        encrypted.write_bytes(enc.stdout)
+        get = [*keystead, "secrets", "get", "S07"]
+        dec = [sops, "decrypt", "--input-type", "dotenv", "--output-type", "dotenv", str(encrypted)]
+        for argv in (get, dec):  # warm the page cache and pycache
+            subprocess.run(argv, check=True, env=env, cwd=tmp, capture_output=True)
+        k_times, s_times = [], []
+        for _ in range(runs):  # interleaved, so a busy moment slows both alike
+            k_times += _median_seconds(get, env, tmp, 1)[1]
+            s_times += _median_seconds(dec, env, tmp, 1)[1]
+    k, s = sorted(k_times)[runs // 2], sorted(s_times)[runs // 2]
+    return {"runs": runs, "keystead_s": k, "sops_s": s, "ratio": k / s,
+            "keystead_all": k_times, "sops_all": s_times}

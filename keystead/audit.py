@@ -14,8 +14,29 @@ every append) reveals records cut off the end. The head may lag the log after
 a crash between the two writes; it is accepted while the record at its seq
 carries its hash.
 
-What it does not do: anyone who can rewrite both files can forge a whole new
-chain. Copy the head's hash somewhere else (CI logs, a ticket) to anchor it.
+The anchor: a vault in a database (SQLite) also keeps the latest ``seq`` and
+``hash`` in the database itself (its ``meta`` table), written after every
+append through the small :class:`AuditAnchor` interface the Vault hands in.
+Deleting or cutting the log files then no longer passes: ``verify`` reports a
+log shorter than its anchor, and a vault that holds secrets but has no log.
+While the anchor confirms the whole log, a lost ``.head`` is restored from
+it (with an ``audit.repair`` record). A dir store has no anchor (each git
+clone keeps its own log in .keystead/): there a new chain on a vault that
+already holds secrets begins with ``audit.start``, which says how many.
+
+The way out of a chain that can no longer be trusted (a lost head on a dir
+store, records deleted) is :meth:`AuditLog.reset` (``keystead audit reset
+--reason TEXT``): the old log is kept beside the new one, and the new chain's
+first record, ``audit.reset``, names the old head, the reason and the number
+of secrets the vault held.
+
+What it does not do: anyone who can rewrite the files and the database can
+forge a whole new chain. Copy the head's hash somewhere else (CI logs, a
+ticket) to anchor it further.
+
+Records of secret operations name in ``key`` the key reference(s) used,
+separated by spaces (no reference form contains one): for ``secrets.set``
+the keys sealed under, for ``secrets.get`` the keys that hold a slot.
 
 Records hold facts, never a secret value or key material: detail keys named
 ``value``, ``plaintext``, ``dek``, ``material`` or ``wrapped`` are refused,
@@ -32,12 +53,13 @@ import getpass
 import hashlib
 import json
 import os
+import shutil
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from keystead.errors import AuditError
 from keystead.clock import iso, utcnow
@@ -51,13 +73,26 @@ MAX_RECORD_BYTES = 16 * 1024
 
 @dataclass(frozen=True, slots=True)
 class AuditReport:
-    """What :meth:`AuditLog.verify` found: ok, or the first problem and where."""
+    """What :meth:`AuditLog.verify` found: ok, or the first problem and where.
+
+    ``note`` explains an ok log that is not the whole story (a head restored
+    from the anchor, secrets older than the log)."""
 
     ok: bool
     records: int
     first_bad_seq: int | None = None
     first_bad_line: int | None = None
     problem: str | None = None
+    note: str | None = None
+
+
+@runtime_checkable
+class AuditAnchor(Protocol):
+    """Where the chain's latest (seq, hash) is kept outside the log files: the vault database."""
+
+    def read_audit_anchor(self) -> tuple[int, str] | None: ...
+
+    def write_audit_anchor(self, seq: int, digest: str) -> None: ...
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -88,11 +123,15 @@ class AuditLog:
         *,
         actor: str | None = None,
         clock: Callable[[], datetime] | None = None,
+        anchor: AuditAnchor | None = None,
+        vault_size: Callable[[], int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.head_path = self.path.with_name(self.path.name + ".head")
         self.actor = actor or default_actor()
         self.clock = clock or utcnow
+        self.anchor = anchor
+        self.vault_size = vault_size  # how many secrets the vault holds: for a chain that starts late
 
     def append(
         self, action: str, *, secret: str | None = None, key: str | None = None, result: str = "ok", **details: Any
@@ -124,8 +163,13 @@ class AuditLog:
             yield record
 
     def verify(self) -> AuditReport:
-        """Check every record's hash, the chain, and the head. A missing log is empty and valid."""
+        """Check every record's hash, the chain, the head and the anchor.
+
+        A missing log is empty and valid, unless the anchor says it held
+        records or an anchored vault holds secrets."""
         head = self._read_head()
+        anchor = self._read_anchor()
+        anchor_seen = GENESIS if anchor is None or anchor[0] == 0 else None
         prev, last_seq, head_hash_seen = GENESIS, 0, GENESIS if head is None or head[0] == 0 else None
         lines = self._lines()
         for lineno, raw in lines:
@@ -144,26 +188,95 @@ class AuditLog:
             prev, last_seq = record["hash"], seq
             if head is not None and seq == head[0]:
                 head_hash_seen = record["hash"]
-        problem = self._head_problem(head, last_seq, head_hash_seen)
+            if anchor is not None and seq == anchor[0]:
+                anchor_seen = record["hash"]
+        note = None
+        if head is None and last_seq and anchor == (last_seq, prev):
+            note = (f"the head file {self.head_path} is missing, but the vault database's anchor confirms all "
+                    f"{last_seq} records (the next append restores the head)")
+        else:
+            problem = self._head_problem(head, last_seq, head_hash_seen)
+            if problem:
+                return _bad(last_seq, last_seq + 1 if head and head[0] > last_seq else None, None, problem)
+        problem = self._anchor_problem(anchor, last_seq, anchor_seen)
         if problem:
-            return _bad(last_seq, last_seq + 1 if head and head[0] > last_seq else None, None, problem)
-        return AuditReport(ok=True, records=last_seq)
+            return _bad(last_seq, last_seq + 1 if anchor and anchor[0] > last_seq else None, None, problem)
+        if last_seq == 0 and self.vault_size is not None and (held := self.vault_size()):
+            if self.anchor is not None:
+                return _bad(0, 1, None, f"the vault holds {held} secret(s) but the audit log is empty or missing "
+                                        "(deleted?)")
+            note = (f"the vault holds {held} secret(s) written before this log began "
+                    "(a dir store's log is each clone's own)")
+        return AuditReport(ok=True, records=last_seq, note=note)
+
+    def reset(self, reason: str) -> dict[str, Any]:
+        """Start a new chain: keep the old log beside it, and return the new chain's first record.
+
+        That record, ``audit.reset``, names the reason, the old log's last
+        record, what its head file and the anchor said, and how many secrets
+        the vault holds. The one audited way out of a chain that cannot be
+        trusted any more (``keystead audit reset --reason TEXT``).
+        """
+        if not reason.strip():
+            raise AuditError("audit reset needs a reason (--reason TEXT): it goes into the new chain's first record")
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with locked(self.path, flags=os.O_RDWR | os.O_CREAT | os.O_APPEND) as fd:
+                size = os.fstat(fd).st_size
+                last_line, _ = _tail(fd, size)
+                last = _parse(last_line) if last_line is not None else None
+                try:
+                    head = self._read_head()
+                    old_head: Any = {"seq": head[0], "hash": head[1]} if head else "missing"
+                except AuditError:
+                    old_head = "damaged"
+                anchor = self._read_anchor()
+                details: dict[str, Any] = {
+                    "reason": reason,
+                    "old_last": {"seq": last["seq"], "hash": last["hash"]} if last else None,
+                    "old_head": old_head,
+                    "old_anchor": {"seq": anchor[0], "hash": anchor[1]} if anchor else None,
+                    "old_log": None,
+                }
+                if size:
+                    kept = self.path.with_name(f"{self.path.name}.{_timestamp(self.clock()).replace(':', '')}.old")
+                    shutil.copyfile(self.path, kept)
+                    with open(kept, "rb+") as fh:
+                        os.fsync(fh.fileno())
+                    details["old_log"] = kept.name
+                if self.vault_size is not None:
+                    details["secrets"] = self.vault_size()
+                os.ftruncate(fd, 0)
+                self.head_path.unlink(missing_ok=True)
+                entries = [_entry({"action": "audit.reset", "details": details})]
+                return self._append_locked(fd, entries, resetting=True)[0]
+        except OSError as exc:
+            raise AuditError(f"cannot reset audit log {self.path}: {exc.strerror or exc}") from exc
 
     # -- internals -------------------------------------------------------
 
-    def _append_locked(self, fd: int, entries: list[tuple]) -> list[dict[str, Any]]:
+    def _append_locked(self, fd: int, entries: list[tuple], *, resetting: bool = False) -> list[dict[str, Any]]:
         size = os.fstat(fd).st_size
         last_line, torn = _tail(fd, size)
         last = _parse(last_line) if last_line is not None else None
         if last_line is not None and last is None:
             raise AuditError(f"audit log {self.path} ends with a line that is not a record; run keystead audit verify")
         head = self._read_head()
+        anchor = None if resetting else self._read_anchor()
+        self._check_anchor(anchor, last)  # before anything is written, even a new head
+        repair: list[tuple] = []
         if size == 0 and head is None:
             self._write_head(0, GENESIS)
             fsync_folder(self.path.parent)
             head = (0, GENESIS)
+            held = self.vault_size() if self.vault_size is not None and not resetting else 0
+            if held:  # a chain that starts on a vault with secrets says so
+                repair.append(("audit.start", None, None, "ok", {"secrets": held}))
+        elif head is None and last is not None and not torn and anchor == (last["seq"], last["hash"]):
+            # Only the head was lost, and the vault database vouches for the whole log: restore it.
+            head = (last["seq"], last["hash"])
+            repair.append(("audit.repair", None, None, "ok", {"head": "restored from the vault database's anchor"}))
         lines: list[str] = []
-        repair: list[tuple] = []
         if torn:
             candidate = _parse(torn + b"\n")
             if candidate is not None and _links(candidate, last):
@@ -199,13 +312,54 @@ class AuditLog:
             raise AuditError(
                 f"audit record {seq} appended, but the head {self.head_path} was not updated: {exc.strerror or exc}"
             ) from exc
+        if self.anchor is not None:
+            try:
+                self.anchor.write_audit_anchor(seq, prev)
+            except Exception as exc:  # noqa: BLE001 - any store failure: the record is written, say so
+                raise AuditError(f"audit record {seq} appended, but its anchor in the vault database was not "
+                                 f"updated: {exc}") from exc
         return written[len(repair) :]
+
+    def _read_anchor(self) -> tuple[int, str] | None:
+        if self.anchor is None:
+            return None
+        try:
+            return self.anchor.read_audit_anchor()
+        except Exception as exc:  # noqa: BLE001
+            raise AuditError(f"cannot read the audit anchor in the vault database: {exc}") from exc
+
+    def _check_anchor(self, anchor: tuple[int, str] | None, last: dict[str, Any] | None) -> None:
+        if anchor is None:
+            return
+        last_seq = last["seq"] if last else 0
+        problem = None
+        if anchor[0] > last_seq:
+            problem = self._anchor_problem(anchor, last_seq, None)
+        elif (anchor[0] == last_seq and last and anchor[1] != last["hash"]) or (
+            last and anchor[0] == last_seq - 1 and anchor[1] != last["prev"]
+        ):
+            problem = f"record {anchor[0]} does not match the vault database's anchor (the log was rewritten?)"
+        if problem:
+            raise AuditError(f"audit log {self.path}: {problem}; run keystead audit verify")
+
+    def _anchor_problem(self, anchor: tuple[int, str] | None, last_seq: int, seen: str | None) -> str | None:
+        if anchor is None:
+            return None
+        seq, digest = anchor
+        if seq > last_seq:
+            if last_seq == 0:
+                return f"the audit log is missing or empty, but the vault database says it reached record {seq}"
+            return f"records after {last_seq} were deleted (the vault database says the log reached record {seq})"
+        if seen != digest:
+            return f"record {seq} does not match the vault database's anchor (the log was rewritten?)"
+        return None
 
     def _check_head(self, head: tuple[int, str] | None, last: dict[str, Any] | None) -> None:
         last_seq = last["seq"] if last else 0
         if head is None:
             if last_seq:
-                raise AuditError(f"audit head file {self.head_path} is missing; run keystead audit verify")
+                raise AuditError(f"audit head file {self.head_path} is missing; run keystead audit verify "
+                                 "(and, once you know why, keystead audit reset --reason TEXT)")
             return
         seq, digest = head
         if seq > last_seq or (seq == last_seq and last and digest != last["hash"]) or (
@@ -218,7 +372,8 @@ class AuditLog:
 
     def _head_problem(self, head: tuple[int, str] | None, last_seq: int, seen: str | None) -> str | None:
         if head is None:
-            return f"the head file {self.head_path} is missing (records at the end may have been deleted)" if last_seq else None
+            return (f"the head file {self.head_path} is missing (records after {last_seq} may have been deleted)"
+                    if last_seq else None)
         seq, digest = head
         if seq > last_seq:
             return f"records after {last_seq} were deleted (the head says the log reached record {seq})"

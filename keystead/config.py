@@ -263,6 +263,8 @@ def load_config(path: Path | str | None = None, *, profile: str | None = None) -
         parallel=r.int_in(rot, "parallel", "[rotation]", 2, 1, 64),
         parallel_above=r.int_in(rot, "parallel_above", "[rotation]", 200_000, 0, 10**9),
     )
+    if "vault" not in doc and "keys" not in doc:  # an empty (or all-comment) file is a mistake, not a vault
+        raise ConfigError(f"{path}: has no [vault] and no [keys] table: run `keystead init` to write one")
     return Config(
         path=path,
         root=root,

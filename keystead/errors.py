@@ -21,10 +21,11 @@ The command line maps each family to a one-line message and an exit code
     │   ├── RotationBusy             8  another worker holds the key's rotation lock
     │   └── StateDBError             8  the state database itself failed: the whole sweep stops
     ├── AuditError                   9  the audit log's hash chain is broken
-    └── PolicyError                 10  an IAM spec or policy document is invalid
-        ├── SpecError               10  the IAM spec is invalid; names the field (policies/spec/)
-        │   └── SeparationOfDuties  10  one principal would administer and use one key
-        └── LintInputError          10  a file handed to lint cannot be read (exit 2 in lint)
+    ├── PolicyError                 10  an IAM spec or policy document is invalid
+    │   ├── SpecError               10  the IAM spec is invalid; names the field (policies/spec/)
+    │   │   └── SeparationOfDuties  10  one principal would administer and use one key
+    │   └── LintInputError          10  a file handed to lint cannot be read (exit 2 in lint)
+    └── Interrupted                130  Ctrl-C stopped the work; the message says how far it got
 
 Lower-level errors (OSError, sqlite3, SQLAlchemy, botocore) are translated into
 the most specific family with ``raise ... from``; the original stays on
@@ -124,6 +125,12 @@ class PolicyError(KeysteadError):
     exit_code = 10
 
 
+class Interrupted(KeysteadError):
+    """Ctrl-C (SIGINT) stopped a command between two steps; the message says what was done."""
+
+    exit_code = 130
+
+
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (
@@ -137,5 +144,6 @@ EXIT_CODES: dict[str, int] = {
         RotationError,
         AuditError,
         PolicyError,
+        Interrupted,
     )
 }

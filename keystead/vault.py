@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from keystead.audit import AuditLog
+from keystead.audit import AuditAnchor, AuditLog
 from keystead.clock import Clock, utcnow
 from keystead.config import Config
 from keystead.crypto import open_any, seal
 from keystead.envelope import Envelope, check_name
-from keystead.errors import DecryptError, KeysteadError
+from keystead.errors import DecryptError, Interrupted, KeysteadError
 from keystead.providers import ClientFactory, KeyWrapper, ManagedKey, identity, open_key
 from keystead.stores import Store, open_store
 
@@ -66,7 +66,9 @@ class Vault:
             except KeysteadError as exc:
                 errors[kc.name] = exc
         store = open_store(store_url or config.store_url, base=config.root)
-        return cls(config, store, keys, errors, AuditLog(config.audit_path), clock=clock)
+        anchor = store if isinstance(store, AuditAnchor) else None  # the chain's head, kept in the vault database
+        audit = AuditLog(config.audit_path, anchor=anchor, vault_size=store.count)
+        return cls(config, store, keys, errors, audit, clock=clock)
 
     def close(self) -> None:
         self.store.close()
@@ -112,7 +114,7 @@ class Vault:
 
     def set(self, name: str, value: bytes) -> Envelope:
         check_name(name)
-        with self._audited("secrets.set", secret=name) as details:
+        with self._audited("secrets.set", secret=name, key=" ".join(kc.ref for kc in self.config.slot_keys)) as details:
             envelope = self.seal(name, value)
             self.store.put(envelope)
             details["slots"] = [s.key for s in envelope.slots]
@@ -136,8 +138,13 @@ class Vault:
 
     def get(self, name: str) -> bytes:
         check_name(name)
-        with self._audited("secrets.get", secret=name):
-            return self.open_envelope(name, self.store.get(name))
+        try:
+            envelope = self.store.get(name)
+        except KeysteadError as exc:
+            self.audit.append("secrets.get", secret=name, result=type(exc).__name__)
+            raise
+        with self._audited("secrets.get", secret=name, key=" ".join(s.key for s in envelope.slots)):
+            return self.open_envelope(name, envelope)
 
     def delete(self, name: str) -> None:
         check_name(name)
@@ -147,14 +154,46 @@ class Vault:
     def names(self) -> list[str]:
         return self.store.names()
 
-    def import_many(self, items: Mapping[str, bytes]) -> int:
-        """Seal and store many secrets in one store transaction."""
+    def import_many(self, items: Mapping[str, bytes], *, stop: Callable[[], bool] | None = None) -> int:
+        """Seal and store many secrets with one ``put_many``; return how many were written.
+
+        How much of an import survives a failure or a ``stop`` is the store's:
+        sqlite writes all or nothing (one transaction), dir writes each file
+        atomically. ``stop`` is polled before each envelope; when it returns
+        true the import ends with :class:`Interrupted`, whose audit record says
+        how many secrets of how many were written.
+        """
         for name in items:
             check_name(name)
-        with self._audited("secrets.import", count=len(items)):
+
+        class Stopped(Exception):
+            pass
+
+        sealed: list[tuple[str, bytes]] = []  # (name, nonce) of every envelope handed to the store
+
+        def envelopes() -> Iterator[Envelope]:
+            for n, v in items.items():
+                if stop is not None and stop():
+                    raise Stopped
+                envelope = seal(self.name, n, v, keys, now=now)
+                sealed.append((n, envelope.nonce))
+                yield envelope
+
+        with self._audited("secrets.import", count=len(items)) as details:
             keys = self.slot_keys()
             now = self.clock()
-            return self.store.put_many(seal(self.name, n, v, keys, now=now) for n, v in items.items())
+            try:
+                written = self.store.put_many(envelopes())
+            except Stopped:
+                # Count what the store really holds: all or none of them (sqlite), each file (dir).
+                done = 0
+                for n, nonce in sealed:
+                    with contextlib.suppress(KeysteadError):
+                        done += self.store.get(n).nonce == nonce
+                details["written"] = done
+                raise Interrupted(f"interrupted after {done} of {len(items)} secrets") from None
+            details["written"] = written
+            return written
 
     def export(self) -> Iterator[tuple[str, bytes]]:
         """Every secret, decrypted, in name order (streamed).

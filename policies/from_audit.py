@@ -23,12 +23,15 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "secrets.get": (("kms:Decrypt",), ("cloudkms.cryptoKeyVersions.useToDecrypt",)),
     "secrets.set": (("kms:Encrypt", "kms:GenerateDataKey"),
                     ("cloudkms.cryptoKeyVersions.useToEncrypt",)),
-    "rewrap": (("kms:ReEncryptFrom", "kms:ReEncryptTo"),
-               ("cloudkms.cryptoKeyVersions.useToDecrypt",
-                "cloudkms.cryptoKeyVersions.useToEncrypt")),
-    "keys.rotate": (("kms:RotateKeyOnDemand",),
-                    ("cloudkms.cryptoKeyVersions.create", "cloudkms.cryptoKeys.update")),
-    "keys.retire": (("kms:ScheduleKeyDeletion",), ("cloudkms.cryptoKeyVersions.update",)),
+    # What the rotation engine writes (rotation/engine.py: "rotation." + step).
+    "rotation.plan": (("kms:DescribeKey",), ("cloudkms.cryptoKeys.get",)),
+    "rotation.rotate": (("kms:RotateKeyOnDemand",),
+                        ("cloudkms.cryptoKeyVersions.create", "cloudkms.cryptoKeys.update")),
+    "rotation.rewrap": (("kms:ReEncryptFrom", "kms:ReEncryptTo"),
+                        ("cloudkms.cryptoKeyVersions.useToDecrypt",
+                         "cloudkms.cryptoKeyVersions.useToEncrypt")),
+    "rotation.verify": (("kms:Decrypt",), ("cloudkms.cryptoKeyVersions.useToDecrypt",)),
+    "rotation.retire": (("kms:ScheduleKeyDeletion",), ("cloudkms.cryptoKeyVersions.update",)),
     "secrets.export": (("kms:Decrypt",), ("cloudkms.cryptoKeyVersions.useToDecrypt",)),
     "secrets.import": (("kms:Encrypt", "kms:GenerateDataKey"),
                        ("cloudkms.cryptoKeyVersions.useToEncrypt",)),
@@ -43,7 +46,9 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                   "cloudkms.cryptoKeyVersions.useToEncrypt")),
 }
 #: Operations that touch no KMS key at all.
-NO_KMS = frozenset({"secrets.rm", "secrets.list", "vault.init", "audit.verify", "demo.seed"})
+NO_KMS = frozenset({"secrets.rm", "secrets.list", "vault.init", "audit.verify", "audit.start", "audit.repair",
+                    "audit.reset", "demo.seed", "rotation.rewrap_start", "rotation.retarget", "rotation.restore",
+                    "rotation.retire_blocked", "rotation.done", "rotation.fail", "rotation.pause"})
 WILDCARD = {"kms:CreateKey"}
 DELETION = "kms:ScheduleKeyDeletion"
 AWS_KEY = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
@@ -84,26 +89,12 @@ def propose(records: list[dict], principal: str, *, min_deletion_window_days: in
         if record.get("actor") != principal or record.get("result", "ok") != "ok":
             continue
         used += 1
-        operation, key = str(record["action"]), str(record.get("key") or "")
+        operation = str(record["action"])
         if operation in NO_KMS:
             continue
-        if operation not in OPERATIONS:
-            unmapped[(operation, key, "no KMS permission is known for this operation")] += 1
-            continue
-        aws_actions, gcp_permissions = OPERATIONS[operation]
-        gcp_match = GCP_KEY.match(key)
-        if AWS_KEY.match(key) or (not key and set(aws_actions) <= WILDCARD):
-            for action in aws_actions:
-                aws.setdefault("*" if action in WILDCARD else key, set()).add(action)
-        elif gcp_match:
-            gcp.setdefault(gcp_match.group(1), set()).update(gcp_permissions)
-        elif key.startswith(("local:", "age1")):
-            continue  # keystead's own keys: no cloud permission involved
-        elif not key:
-            unmapped[(operation, key, "the record names no key")] += 1
-        else:
-            unmapped[(operation, key, "not a key ARN or CryptoKey name (aliases and bare ids "
-                                      "cannot scope a policy)")] += 1
+        # A secret's record names every key it used, separated by spaces (keystead/audit.py).
+        for key in str(record.get("key") or "").split() or [""]:
+            _map(operation, key, aws, gcp, unmapped)
     out: dict = {"principal": principal, "records": used}
     if aws:
         out["aws_identity_policy"] = _policy(aws, min_deletion_window_days)
@@ -112,6 +103,27 @@ def propose(records: list[dict], principal: str, *, min_deletion_window_days: in
     out["unmapped"] = [{"action": a, "key": k, "reason": r, "count": n}
                        for (a, k, r), n in sorted(unmapped.items())]
     return out
+
+
+def _map(operation: str, key: str, aws: dict, gcp: dict, unmapped: Counter) -> None:
+    """Add what ``operation`` on ``key`` needs to ``aws`` / ``gcp``, or count it as unmapped."""
+    if operation not in OPERATIONS:
+        unmapped[(operation, key, "no KMS permission is known for this operation")] += 1
+        return
+    aws_actions, gcp_permissions = OPERATIONS[operation]
+    gcp_match = GCP_KEY.match(key)
+    if AWS_KEY.match(key) or (not key and set(aws_actions) <= WILDCARD):
+        for action in aws_actions:
+            aws.setdefault("*" if action in WILDCARD else key, set()).add(action)
+    elif gcp_match:
+        gcp.setdefault(gcp_match.group(1), set()).update(gcp_permissions)
+    elif key.startswith(("local:", "age1")):
+        return  # keystead's own keys: no cloud permission involved
+    elif not key:
+        unmapped[(operation, key, "the record names no key")] += 1
+    else:
+        unmapped[(operation, key, "not a key ARN or CryptoKey name (aliases and bare ids "
+                                  "cannot scope a policy)")] += 1
 
 
 def _policy(by_resource: dict[str, set[str]], window_days: int) -> dict:

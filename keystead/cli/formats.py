@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-from dotenv import dotenv_values
-
 from keystead.errors import InputError
 
 
@@ -28,6 +26,8 @@ def parse_secrets_file(path: str, fmt: str = "auto") -> dict[str, str]:
         if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
             raise InputError(f"{path}: expected a JSON object of name: string value")
         return doc
+    from dotenv import dotenv_values  # only when a dotenv file is read
+
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     empty = [k for k, v in values.items() if v is None]
     if empty:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import click
-from rich.table import Table
-
-from keystead.cli.app import App, console, err_console, json_option, pass_app, print_json
+from keystead.cli.app import App, Table, console, err_console, json_option, pass_app, print_json
 from keystead.config import KeyConfig
 from keystead.envelope import check_name
 from keystead.errors import InputError, KeysteadError, NotFoundError
@@ -79,7 +77,7 @@ def list_(app: App, as_json: bool) -> None:
             r["name"], r["ref"], r["provider"], r["primary"], f"{live} live / {len(r['versions'])}",
             (r["last_rotated"] or "-")[:10], r["next_due"][:10] if r["next_due"] else _never(r["rotation"]),
         )
-    console().print(table)
+    table.print()
 
 
 @keys.command("show")
@@ -103,7 +101,7 @@ def show(app: App, ref: str, as_json: bool) -> None:
     table = Table("version", "state", "created")
     for v in row["versions"]:
         table.add_row(v["id"] + (" (primary)" if v["id"] == row["primary"] else ""), v["state"], v["created_at"])
-    out.print(table)
+    table.print()
 
 
 @keys.command("create")
@@ -113,10 +111,14 @@ def show(app: App, ref: str, as_json: bool) -> None:
 @pass_app
 def create(app: App, name: str, period_days: int) -> None:
     """Create local key NAME in the key file and add it to keystead.toml as local:NAME."""
-    check_name(name, "key name")
     if len(name) > MAX_LOCAL_NAME:
         # local:NAME takes at most 64 characters; a longer one would write a ref the config then refuses.
         raise InputError(f"key name {name[:32]}... is too long: a local key name takes at most {MAX_LOCAL_NAME} characters")
+    try:
+        check_name(name, "key name")
+    except InputError:  # its message gives the secret-name limit (255); a local key name takes 64
+        raise InputError(f"invalid key name {name!r}: use 1-{MAX_LOCAL_NAME} characters A-Z a-z 0-9 _ . - "
+                         "(not starting with '.' or '-', no '/')") from None
     config = app.config
     if name in config.keys:
         raise InputError(f"key {name!r} is already declared in {config.path}")
@@ -128,7 +130,9 @@ def create(app: App, name: str, period_days: int) -> None:
         # Quoted: a name may hold '.', which a bare TOML key would split into a nested table.
         fh.write(f'\n[keys."{name}"]\nref = "local:{name}"\nrotation_period_days = {period_days}\n')
     AuditLog(config.audit_path).append("keys.create", key=f"local:{name}")
-    err_console().print(f"created local:{name} (add it to a profile's keys to seal new secrets with it)")
+    hint = ("add it to a profile's keys to seal new secrets with it" if config.profiles
+            else "every new secret gets a slot for it")
+    err_console().print(f"created local:{name} ({hint})", soft_wrap=True)
 
 
 @keys.command("restore")

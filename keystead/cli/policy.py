@@ -71,7 +71,7 @@ def lint(ctx: click.Context, files: tuple[str, ...], fmt: str, fail_on: str,
     try:
         docs, findings = lint_paths(list(files))
     except LintInputError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"keystead: error: {exc}", err=True)
         ctx.exit(2)
     if against_spec:
         from keystead.policies import against, load_spec
@@ -79,7 +79,7 @@ def lint(ctx: click.Context, files: tuple[str, ...], fmt: str, fail_on: str,
         extra, skipped = against(load_spec(against_spec), docs, principal=principal, key=key_name)
         findings = sorted(findings + extra, key=lambda f: (f.file, f.line or 0, f.rule))
         for path in skipped:
-            click.echo(f"note: {path}: matches no principal or key in {against_spec}; "
+            click.echo(f"keystead: note: {path}: matches no principal or key in {against_spec}; "
                        f"not compared", err=True)
     if fmt == "sarif":
         click.echo(format_sarif(findings), nl=False)

@@ -17,9 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
-
-from keystead.cli.app import App, console, err_console, json_option, pass_app, print_json
+from keystead.cli.app import App, Table, console, err_console, json_option, pass_app, print_json
 from keystead.errors import InputError, NotFoundError, RotationBusy, RotationError
 
 as_of_option = click.option("--as-of", "as_of", metavar="DATE",
@@ -205,7 +203,7 @@ def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool,
             table.add_row(p.name, p.ref, p.action if not p.error else f"[red]error: {p.error}[/]",
                           "yes" if p.due else "no", _fmt_time(p.next_due), str(p.behind), str(p.to_rewrap),
                           _fmt_seconds(p.estimated_seconds))
-        console().print(table)
+        table.print()
         return
     from keystead.rotation.worker import run_once, stop_on_signals
 
@@ -259,7 +257,7 @@ def status(app: App, as_of: str | None, as_json: bool) -> None:
         table.add_row(p.name, p.provider, p.primary or "-", _fmt_time(p.last_rotated),
                       _fmt_time(p.next_due) if p.next_due else _NEVER.get(p.rotation_kind or "", "-"),
                       _state(p), str(p.behind))
-    console().print(table)
+    table.print()
 
 
 _NEVER = {"none": "never", "scheduled": "by provider"}

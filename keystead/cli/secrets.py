@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from keystead.cli.app import App, err_console, json_option, pass_app, print_json
+from keystead.cli.app import App, deferred_interrupt, json_option, pass_app, print_json, say
 from keystead.cli.formats import parse_secrets_file, render_dotenv
-from keystead.errors import InputError
+from keystead.errors import InputError, KeysteadError
 
 COMMAND_NOT_FOUND = 127
 
@@ -30,7 +30,7 @@ def _read_value(value: str | None, from_file: str | None) -> bytes:
         except OSError as exc:
             raise InputError(f"cannot read {from_file}: {exc.strerror}") from None
     if value is not None:
-        err_console().print(
+        say(
             "[yellow]warning:[/] a value given as an argument lands in your shell history; "
             "prefer --from-file or standard input"
         )
@@ -48,7 +48,7 @@ def _read_value(value: str | None, from_file: str | None) -> bytes:
 def set_(app: App, name: str, value: str | None, from_file: str | None) -> None:
     """Store NAME (value from VALUE, --from-file, or standard input)."""
     envelope = app.vault.set(name, _read_value(value, from_file))
-    err_console().print(f"stored {name} ({len(envelope.slots)} slot{'s' if len(envelope.slots) != 1 else ''})")
+    say(f"stored {name} ({len(envelope.slots)} slot{'s' if len(envelope.slots) != 1 else ''})")
 
 
 @secrets.command("get")
@@ -83,7 +83,7 @@ def list_(app: App, as_json: bool) -> None:
 def rm(app: App, name: str) -> None:
     """Remove NAME."""
     app.vault.delete(name)
-    err_console().print(f"removed {name}")
+    say(f"removed {name}")
 
 
 @secrets.command("import")
@@ -91,10 +91,18 @@ def rm(app: App, name: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["auto", "dotenv", "json"]), default="auto", show_default=True)
 @pass_app
 def import_(app: App, file: str, fmt: str) -> None:
-    """Import a dotenv file or a JSON object of name: value, in one transaction."""
-    items = parse_secrets_file(file, fmt)
-    count = app.vault.import_many({k: v.encode() for k, v in items.items()})
-    err_console().print(f"imported {count} secret{'s' if count != 1 else ''}")
+    """Import a dotenv file or a JSON object of name: value ('-' reads standard input).
+
+    \b
+    sqlite: one transaction, all secrets or none.
+    dir:    each secret's file is written atomically; the import as a whole
+            is not: after a failure or Ctrl-C, the secrets written so far
+            stay, and the message and the audit record say how many.
+    """
+    with deferred_interrupt() as stop:  # Ctrl-C ends the import between two secrets, and says so
+        items = parse_secrets_file(file, fmt)
+        count = app.vault.import_many({k: v.encode() for k, v in items.items()}, stop=stop.is_set)
+        say(f"imported {count} secret{'s' if count != 1 else ''}")
 
 
 @secrets.command("export")
@@ -122,11 +130,18 @@ def _text(name: str, value: bytes) -> str:
 def run(app: App, command: tuple[str, ...]) -> None:
     """Run COMMAND with every secret as an environment variable (`keystead run -- CMD ARGS...`)."""
     env = dict(os.environ)
-    names = []
-    for name, value in app.vault.export():
-        env[name] = _text(name, value)
-        names.append(name)
-    app.vault.audit.append("run", command=command[0], count=len(names))
+    vault = app.vault
+    count, used = 0, set()
+    try:  # one audit record for the whole run (not a secrets.export as well)
+        for envelope in vault.store.iter_envelopes():
+            env[envelope.name] = _text(envelope.name, vault.open_envelope(envelope.name, envelope))
+            used.update(s.key for s in envelope.slots)
+            count += 1
+    except KeysteadError as exc:
+        vault.audit.append("run", key=" ".join(sorted(used)) or None, command=command[0], count=count,
+                           result=type(exc).__name__)
+        raise
+    vault.audit.append("run", key=" ".join(sorted(used)) or None, command=command[0], count=count)
     app.close()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import click
 
-from keystead.cli.app import App, err_console, pass_app
+from keystead.cli.app import App, pass_app, say
 from keystead.config import CONFIG_NAME, load_config
 from keystead.envelope import check_name
 from keystead.errors import InputError
@@ -27,6 +28,13 @@ rotation_period_days = 90
 [rotation]
 interval_minutes = 60
 grace_days = 7
+"""
+
+PRIVATE_DIR = ".keystead"
+GITIGNORE = """\
+# Written by `keystead init`: the key file, rotation state, audit log and locks
+# are this machine's own. Never commit the key file: it opens every secret.
+*
 """
 
 AGE_KEY = """
@@ -61,6 +69,8 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_
         age=AGE_KEY.format(recipient=age_recipient) if age_recipient else "",
     )
     path.parent.mkdir(parents=True, exist_ok=True)
+    private = path.parent / PRIVATE_DIR
+    tightened = _private_folder(private)
     path.write_text(text, encoding="utf-8")
     try:
         config = load_config(path)
@@ -76,4 +86,27 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_
     except Exception:
         path.unlink(missing_ok=True)  # leave nothing half-initialised
         raise
-    err_console().print(f"initialised vault {vault_name!r}: {path} (key local:{key_name}, store {store})")
+    if tightened is not None:
+        say(f"[yellow]warning:[/] {private} was mode {tightened:04o}: tightened to 0700 (it holds the key file)")
+    say(f"initialised vault {vault_name!r}: {path} (key local:{key_name}, store {store})")
+    say(f"{private}/ holds the key that opens every secret: {private / '.gitignore'} keeps all of it out of git")
+
+
+def _private_folder(folder: Path) -> int | None:
+    """Create ``folder`` 0700 with a .gitignore that ignores everything in it.
+
+    An existing folder readable or writable by others is tightened to 0700;
+    its old mode is returned (None when nothing had to change).
+    """
+    old = None
+    if folder.is_dir():
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        if mode & 0o077:
+            folder.chmod(0o700)
+            old = mode
+    else:
+        folder.mkdir(mode=0o700, parents=True)
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text(GITIGNORE, encoding="utf-8")
+    return old

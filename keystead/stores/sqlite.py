@@ -1,6 +1,7 @@
 """A vault in one SQLite file: the fast store, and the hot path of rotation.
 
-Two tables (plus ``meta``, which holds the schema version)::
+Two tables (plus ``meta``, which holds the schema version and the audit
+log's anchor: its latest ``audit_seq`` and ``audit_hash``)::
 
     secrets(name PK, vault, created_at, nonce, ciphertext)      one row per envelope
     slots(key, secret, position, provider, version, wrapped_at, wrapped)
@@ -319,6 +320,21 @@ class SqliteStore:
         if code == _CANTOPEN:
             return StoreError(f"cannot open vault database {self.path}: {exc}")
         return StoreError(f"vault database {self.path}: {exc}")
+
+    # -- the audit chain's anchor (keystead.audit.AuditAnchor) -----------
+
+    def read_audit_anchor(self) -> tuple[int, str] | None:
+        """The audit log's latest (seq, hash) as last written here, or None."""
+        with self._transaction(write=False) as c:
+            rows = dict(c.execute("SELECT key, value FROM meta WHERE key IN ('audit_seq', 'audit_hash')").fetchall())
+        if "audit_seq" not in rows or "audit_hash" not in rows:
+            return None
+        return int(rows["audit_seq"]), rows["audit_hash"]
+
+    def write_audit_anchor(self, seq: int, digest: str) -> None:
+        """Record the audit log's latest (seq, hash) in ``meta``, in one transaction."""
+        with self._transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", (("audit_seq", str(seq)), ("audit_hash", digest)))
 
 
 def _create_private(path: Path) -> None:

@@ -28,7 +28,7 @@ def test_proposes_only_what_was_done(tmp_path):
     path = log(tmp_path, [
         rec("api", "secrets.get", KEY), rec("api", "secrets.get", KEY),
         rec("api", "secrets.set", KEY, result="AccessDenied"),   # tried, not done
-        rec("worker", "keys.rotate", KEY),                        # someone else
+        rec("worker", "rotation.rotate", KEY),                        # someone else
         rec("api", "secrets.get", f"{GCP}/cryptoKeyVersions/3"),
         rec("api", "secrets.get", "local:main"),                  # no cloud IAM
         rec("api", "secrets.rm", None),                           # no KMS at all
@@ -49,7 +49,7 @@ def test_proposes_only_what_was_done(tmp_path):
 
 
 def test_worker_rewrap_and_create(tmp_path):
-    path = log(tmp_path, [rec("worker", "rewrap", KEY), rec("worker", "keys.rotate", OTHER),
+    path = log(tmp_path, [rec("worker", "rotation.rewrap", KEY), rec("worker", "rotation.rotate", OTHER),
                           rec("worker", "keys.create", None), rec("worker", "teleport", KEY)])
     out = json.loads(CliRunner().invoke(
         policy, ["from-audit", "--audit", path, "--principal", "worker"]).output)
@@ -71,7 +71,7 @@ def test_bad_log_and_unknown_principal(tmp_path):
 
 def test_retire_keeps_the_deletion_window(tmp_path):
     """The proposal lints clean: ScheduleKeyDeletion only with a minimum waiting period."""
-    path = log(tmp_path, [rec("w", "keys.retire", KEY), rec("w", "keys.describe", KEY)])
+    path = log(tmp_path, [rec("w", "rotation.retire", KEY), rec("w", "keys.describe", KEY)])
     result = CliRunner().invoke(policy, ["from-audit", "--audit", path, "--principal", "w"])
     proposal = json.loads(result.output)["aws_identity_policy"]
     assert lint_document(parse(json.dumps(proposal), "proposal.json")) == []
