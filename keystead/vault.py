@@ -46,6 +46,7 @@ class Vault:
         self.key_errors = key_errors
         self.audit = audit
         self.clock = clock
+        self.wrap_key: KeyWrapper = identity
 
     @classmethod
     def open(cls, config: Config, *, clock: Clock = utcnow, wrap_key: KeyWrapper = identity,
@@ -68,7 +69,9 @@ class Vault:
         store = open_store(store_url or config.store_url, base=config.root)
         anchor = store if isinstance(store, AuditAnchor) else None  # the chain's head, kept in the vault database
         audit = AuditLog(config.audit_path, anchor=anchor, vault_size=store.count)
-        return cls(config, store, keys, errors, audit, clock=clock)
+        vault = cls(config, store, keys, errors, audit, clock=clock)
+        vault.wrap_key = wrap_key  # rotation lanes open their own vault with the same wrapper
+        return vault
 
     def close(self) -> None:
         self.store.close()

@@ -31,7 +31,9 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                         ("cloudkms.cryptoKeyVersions.useToDecrypt",
                          "cloudkms.cryptoKeyVersions.useToEncrypt")),
     "rotation.verify": (("kms:Decrypt",), ("cloudkms.cryptoKeyVersions.useToDecrypt",)),
+    "rotation.disable": (("kms:DisableKey",), ("cloudkms.cryptoKeyVersions.update",)),
     "rotation.retire": (("kms:ScheduleKeyDeletion",), ("cloudkms.cryptoKeyVersions.update",)),
+    "rotation.restore_version": (("kms:CancelKeyDeletion", "kms:EnableKey"), ("cloudkms.cryptoKeyVersions.update",)),
     "secrets.export": (("kms:Decrypt",), ("cloudkms.cryptoKeyVersions.useToDecrypt",)),
     "secrets.import": (("kms:Encrypt", "kms:GenerateDataKey"),
                        ("cloudkms.cryptoKeyVersions.useToEncrypt",)),
@@ -48,7 +50,9 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 #: Operations that touch no KMS key at all.
 NO_KMS = frozenset({"secrets.rm", "secrets.list", "vault.init", "audit.verify", "audit.start", "audit.repair",
                     "audit.reset", "demo.seed", "rotation.rewrap_start", "rotation.retarget", "rotation.restore",
-                    "rotation.retire_blocked", "rotation.done", "rotation.fail", "rotation.pause"})
+                    "rotation.retire_blocked", "rotation.done", "rotation.fail", "rotation.pause",
+                    "rotation.supersede", "rotation.abandon", "rotation.retire_skipped", "rotation.delete_waits",
+                    "rotation.unreadable"})
 WILDCARD = {"kms:CreateKey"}
 DELETION = "kms:ScheduleKeyDeletion"
 AWS_KEY = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")

@@ -12,7 +12,10 @@ Crash safety is the single-process argument, per lane: each batch is backed
 up, then swapped in with a compare-and-swap per slot, then the lane's cursor
 moves. A lane process whose parent dies (SIGKILL) stops after the batch in
 hand; a restarted worker resumes every unfinished lane from its cursor, and
-a slot rewrapped twice meanwhile is refused by the compare-and-swap. Stop
+a slot rewrapped twice meanwhile is refused by the compare-and-swap. The wrapper the parent's vault was opened with (``Vault.open(...,
+wrap_key=...)``: caching, rate limiting, metrics) is handed to every lane
+(it must be picklable: a module-level function or class), so a lane's key
+calls go through it too. Stop
 (SIGTERM/SIGINT) is passed on to the lanes, which finish their batch and
 exit; the parent then reports the rotation paused.
 """
@@ -25,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from keystead.errors import KeysteadError, RotationError
@@ -41,7 +45,7 @@ def run_lanes(engine, rot, lanes, store: str) -> None:  # noqa: ANN001 - Engine,
         ctx.Process(
             target=lane_main,
             args=(str(config.path), config.profile, rot.id, lane.lane, store, engine.now.timestamp(), os.getpid(),
-                  _log_level()),
+                  _log_level(), engine.vault.wrap_key),
             name=f"keystead-lane-{lane.lane}",
         )
         for lane in lanes
@@ -80,7 +84,8 @@ def _log_level() -> int:
 
 
 def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: int, store: str,
-              now: float, parent_pid: int, log_level: int = logging.CRITICAL + 1) -> None:
+              now: float, parent_pid: int, log_level: int = logging.CRITICAL + 1,
+              wrap_key: Callable[..., object] | None = None) -> None:
     """Entry point of one lane process: the same vault (opened through ``Vault.open``, so the same
     key wrappers) and the same batch loop as in-process, over one lane of one store."""
     from keystead.config import load_config
@@ -102,7 +107,7 @@ def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: 
     state = StateDB.open(config.state_url)
     assert state is not None
     try:
-        with Vault.open(config) as vault:
+        with Vault.open(config, **({"wrap_key": wrap_key} if wrap_key is not None else {})) as vault:
             rot = state.get(rotation_id)
             lane = next(x for x in state.lanes(rotation_id) if x.lane == lane_no)
             key = vault.keys[rot.key]

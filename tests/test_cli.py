@@ -192,3 +192,27 @@ def test_an_internal_error_is_one_line_and_exit_70(ws: Workspace, monkeypatch: p
     assert "--debug" in result.stderr
     debug = ws.cli("--debug", "secrets", "list", ok=False)
     assert debug.exit_code == 70 and "Traceback" in debug.stderr
+
+
+PEM = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7"
+
+
+@pytest.mark.parametrize("text, line, what", [
+    (f"A=1\nKEY=-----BEGIN PRIVATE KEY-----\n{PEM}\n-----END PRIVATE KEY-----\n", 3, "has no '='"),
+    ("A=1\nSINGLE='it''s'\n", 2, "is not NAME=VALUE"),
+    ('A=1\nUNTERMINATED="abc\n', 2, "is not NAME=VALUE"),
+    ("A=1\n=novalue\n", 2, "is not NAME=VALUE"),
+    ("A=1\nBAD NAME=x\n", 2, "is not NAME=VALUE"),
+    ("A=1\nDUP=1\nDUP=2\n", 3, "sets DUP again (first set on line 2)"),
+])
+def test_a_bad_dotenv_line_is_named_by_number_quotes_nothing_and_imports_nothing(
+        ws: Workspace, tmp_path, text: str, line: int, what: str) -> None:
+    src = tmp_path / "in.env"
+    src.write_text(text)
+    before = ws.snapshot()
+    result = ws.run("secrets", "import", str(src))
+    err = result.stderr.decode()
+    assert result.returncode == EXIT_CODES["InputError"], err
+    assert f"line {line}" in err and what in err and "nothing was imported" in err
+    assert PEM not in err and "BEGIN" not in err and "novalue" not in err and "it''s" not in err
+    assert ws.snapshot() == before

@@ -142,3 +142,27 @@ class MovingKey(CorruptingKey):
 
         self._key.rotate(now=datetime.now(timezone.utc), token="moved-behind-the-engine")
         return first + self._key.rewrap_many(vault, items[half:])
+
+
+class RecordingWrapper:
+    """A picklable ``wrap_key`` (a metrics wrapper, say) that notes, per process, that a key it
+    wrapped rewrapped a batch: a file named by the pid in ``folder``."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def __call__(self, key: Key) -> Key:
+        return _Recorded(key, self.folder)
+
+
+class _Recorded(CorruptingKey):
+    def __init__(self, key: Key, folder: str) -> None:
+        super().__init__(key)
+        self.folder = folder
+
+    def rewrap_many(self, vault, items):
+        import os
+        from pathlib import Path
+
+        (Path(self.folder) / str(os.getpid())).touch()
+        return self._key.rewrap_many(vault, items)

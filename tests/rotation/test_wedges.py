@@ -194,3 +194,26 @@ def test_abandon_restores_what_does_not_open_and_ends_the_rotation(env: Env) -> 
     assert again.returncode == EXIT_CODES["NotFoundError"] and "no unfinished rotation" in again.stderr
     assert sweep(env, DUE + timedelta(hours=1)).keys[0].outcome == "done"  # a catch-up finishes the job
     assert env.check_all_open() == {"2": env.n}
+
+
+def test_lanes_open_their_vault_through_the_same_key_wrapper(tmp_path) -> None:
+    import os
+
+    from keystead.vault import Vault
+    from tests.rotation.fakes import RecordingWrapper
+
+    env = make_env(tmp_path / "ws", n=60, batch_size=7, parallel=2, parallel_above=10)
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    with Vault.open(env.config(), wrap_key=RecordingWrapper(str(seen))) as vault:
+        state = env.state()
+        engine = Engine(vault, state, now=DUE)
+        try:
+            r = engine.run_key("main")
+        finally:
+            engine.close()
+            state.close()
+    assert r.outcome == "done", r.message
+    pids = {int(p.name) for p in seen.iterdir()}
+    assert len(pids - {os.getpid()}) == 2  # both lane processes rewrapped through the wrapper
+    assert env.check_all_open() == {"2": env.n}
