@@ -135,6 +135,11 @@ def ensure(engine: sa.Engine, where: str, *, create: bool = True) -> int:
     newer one raises StateDBError. Returns the version found before.
     """
     sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:  # the common case: nothing to do, no write lock taken
+        found = version(conn)
+    check(found, where)
+    if found == SCHEMA_VERSION or (found == 0 and not create):
+        return found
     with engine.connect() as conn:
         if sqlite:
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, before the version is read
