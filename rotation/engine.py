@@ -303,8 +303,8 @@ class Engine:
         unread_rows = self.state.unreadable_slots(rot.id)
         unread = [u.secret for u in unread_rows]
         if rot.state == DONE:
-            proof = self.stores.prove(rot.ref)
-            if not behind(proof.counts, rot.to_version) and not any(u.reason == "payload" for u in unread_rows):
+            if unread and not any(u.reason == "payload" for u in unread_rows) \
+                    and not behind(self.stores.prove(rot.ref).counts, rot.to_version):
                 unread = []  # skipped once, since removed or repaired
             outcome = Outcome.DONE
             msg = f"key {name}: rotated to version {rot.to_version}, {rot.rewrapped} slot(s) rewrapped"

@@ -46,12 +46,14 @@ def make_lanes(engine: Engine, key: ManagedKey, rot: Rotation, *, first_pass: bo
     """Lanes for every reachable store that has none yet (idempotent)."""
     settings = engine.settings
     have = {engine.stores.resolve(lane.store) for lane in engine.state.lanes(rot.id)}
+    single = len(engine.stores.ids()) == 1
     for sid, store in engine.stores.reachable():
         if sid in have:
             continue
         points: list[str] = []
         if first_pass and settings.parallel >= 2:
-            backlog = behind(store.version_counts(key.ref), rot.to_version)
+            # One store: the backlog counted when the rotation reached "rotated" (no second GROUP BY).
+            backlog = rot.total if single else behind(store.version_counts(key.ref), rot.to_version)
             if backlog >= max(settings.parallel_above, 2 * settings.batch_size):
                 points = store.split_points(key.ref, settings.parallel)
         engine.state.create_lanes(rot.id, points, store=sid)
@@ -63,7 +65,10 @@ def rewrap(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
     if primary != rot.to_version:
         rot = _retarget(engine, key, rot, primary)
     make_lanes(engine, key, rot, first_pass=rot.passes <= 1)
-    todo = sum(behind(c, rot.to_version) for c in engine.stores.prove(key.ref).per_store.values())
+    if rot.passes <= 1:
+        todo = max(0, rot.total - rot.rewrapped)  # counted at "rotated": no full count per resume
+    else:
+        todo = sum(behind(c, rot.to_version) for c in engine.stores.prove(key.ref).per_store.values())
     engine.progress.start(rot.key, todo)
     moved = False
     try:

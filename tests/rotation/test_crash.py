@@ -33,7 +33,7 @@ SEED = int(os.environ.get("KEYSTEAD_CRASH_SEED", "20261122"))
 pytestmark = pytest.mark.slow
 
 
-def _read_lines_until(proc, count: int, limit: float) -> int:
+def _read_lines_until(proc, count: int, limit: float, keep: list[str]) -> int:
     """Read stderr until ``count`` rewrap-batch lines arrived (or the process ended / limit)."""
     seen = 0
     deadline = time.monotonic() + limit
@@ -43,6 +43,7 @@ def _read_lines_until(proc, count: int, limit: float) -> int:
             line = proc.stderr.readline()
             if not line:
                 return seen
+            keep.append(line)
             if "rotation.rewrap " in line:
                 seen += 1
     return seen
@@ -62,18 +63,19 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path, parallel: int) -> None
         runs += 1
         assert runs < KILLS * 4, "the worker keeps finishing before it can be killed"
         proc = env.popen("worker", "--once", "--as-of", as_of.isoformat())
+        said: list[str] = []
         try:
             if rng.random() < 0.4:
                 time.sleep(rng.uniform(0.05, 2.5))  # a random instant: start-up, rotate, verify, retire
             else:
-                _read_lines_until(proc, rng.randint(1, 12), limit=30)
+                _read_lines_until(proc, rng.randint(1, 12), limit=30, keep=said)
                 time.sleep(rng.uniform(0, 0.02))  # a few ms into the next batch
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
             else:
-                assert proc.returncode == 0, proc.stderr.read()
+                assert proc.returncode == 0, "".join(said[-5:]) + proc.stderr.read()
         finally:
             if proc.poll() is None:
                 proc.kill()
