@@ -165,12 +165,16 @@ def verify(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
     """Open rewrapped envelopes with the key; count check per store; then drop the backups."""
     ref, to, rid = key.ref, rot.to_version, rot.id
     assert to is not None
-    unread = {(engine.stores.resolve(u.store), u.secret) for u in engine.state.unreadable(rid)}
+    rows = engine.state.unreadable(rid)
+    unread = {(engine.stores.resolve(u.store), u.secret) for u in rows}
+    # Slots known to stay behind: those the key cannot open and damaged envelopes. A payload
+    # failure's slot was rewrapped (it is not behind), so it never excuses a slot that is.
+    stuck = [engine.stores.resolve(u.store) for u in rows if u.reason != "payload"]
     slots, lag, per_store = 0, 0, []
     for sid, store in engine.stores.reachable():
         counts = store.version_counts(ref)
         here = behind(counts, to)
-        known = sum(1 for s, _n in unread if s == sid)
+        known = stuck.count(sid)
         if here > known:
             return engine.another_pass(key, rot, f"{here - known} slot(s) in {engine.stores.label(sid)} "
                                                  "still behind after the pass")
