@@ -34,7 +34,7 @@ from keystead.rotation.state.db import BUSY_TIMEOUT, StateDB
 from keystead.rotation.state.locks import owner_id
 from keystead.rotation.state.records import (
     ABANDONED, DELETED, DISABLED, DONE, PLANNED, RETIRED, RETIREMENT_STATES, REWRAPPING, ROTATED, STATES,
-    TERMINAL, VERIFIED, Batch, FailedSlot, Lane, Retirement, Rotation, StateDBError, UnreadableSlot,
+    TERMINAL, VERIFIED, Batch, FailedSlot, Lane, Retirement, Rotation, State, StateDBError, UnreadableSlot,
 )
 from keystead.rotation.state.schema import (
     SCHEMA_VERSION, backups as backups_table, lanes, lock_owners, metadata, retirements, rotations, unreadable,
@@ -43,7 +43,7 @@ from keystead.rotation.state.schema import (
 __all__ = [
     "ABANDONED", "BUSY_TIMEOUT", "DELETED", "DISABLED", "DONE", "PLANNED", "RETIRED", "RETIREMENT_STATES",
     "REWRAPPING", "ROTATED", "SCHEMA_VERSION", "STATES", "TERMINAL", "VERIFIED",
-    "Batch", "FailedSlot", "Lane", "Retirement", "Rotation", "StateDB", "StateDBError", "UnreadableSlot",
+    "Batch", "FailedSlot", "Lane", "Retirement", "Rotation", "State", "StateDB", "StateDBError", "UnreadableSlot",
     "backups_table", "lanes", "lock_owners", "metadata", "owner_id", "pack_backups", "retirements",
     "rotations", "unpack_backups", "unreadable",
 ]

@@ -22,7 +22,7 @@ from keystead.rotation.state import backups as bk
 from keystead.rotation.state import locks, schema
 from keystead.rotation.state.errors import translated
 from keystead.rotation.state.records import (
-    DELETED, DISABLED, PLANNED, RETIREMENT_STATES, ROTATION_FIELDS, Batch, FailedSlot, Lane, Retirement, Rotation,
+    DELETED, DISABLED, PLANNED, RETIREMENT_STATES, ROTATION_FIELDS, Batch, FailedSlot, Lane, Retirement, Rotation, State,
     StateDBError, UnreadableSlot,
 )
 from keystead.rotation.state.schema import lanes, retirements, rotations, unreadable
@@ -305,7 +305,9 @@ class StateDB:
 
 
 def _rotation(row: sa.RowMapping) -> Rotation:
-    return Rotation(**{f: row[f] for f in ROTATION_FIELDS})
+    values = {f: row[f] for f in ROTATION_FIELDS}
+    values["state"] = State(values["state"])
+    return Rotation(**values)
 
 
 def _create_private(path: Path, where: str) -> None:

@@ -7,15 +7,27 @@ see :mod:`keystead.clock`).
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from keystead.errors import RotationError
 
-PLANNED, ROTATED, REWRAPPING, VERIFIED, RETIRED, DONE, ABANDONED = (
-    "planned", "rotated", "rewrapping", "verified", "retired", "done", "abandoned",
-)
-STATES = (PLANNED, ROTATED, REWRAPPING, VERIFIED, RETIRED, DONE, ABANDONED)
+
+class State(enum.StrEnum):
+    """Where a rotation is (stored as its text)."""
+
+    PLANNED = "planned"
+    ROTATED = "rotated"
+    REWRAPPING = "rewrapping"
+    VERIFIED = "verified"
+    RETIRED = "retired"
+    DONE = "done"
+    ABANDONED = "abandoned"
+
+
+PLANNED, ROTATED, REWRAPPING, VERIFIED, RETIRED, DONE, ABANDONED = State
+STATES = tuple(State)
 TERMINAL = (DONE, ABANDONED)
 """States a rotation never leaves: the key's next rotation is a new row."""
 
@@ -41,7 +53,7 @@ class Rotation:
     id: int
     key: str
     ref: str
-    state: str
+    state: State
     reason: str
     from_version: str | None
     to_version: str | None
