@@ -1,4 +1,4 @@
-"""`keystead keys ...`: list, show and create keys."""
+"""`keystead keys ...`: list, show and create keys (add, remove, export and import: slots.py, keyshare.py)."""
 
 from __future__ import annotations
 
@@ -125,10 +125,13 @@ def create(app: App, name: str, period_days: int) -> None:
     from keystead.audit import AuditLog
     from keystead.providers.local import LocalKeyFile
 
-    LocalKeyFile(config.key_file).create(name)
-    with open(config.path, "a", encoding="utf-8") as fh:
-        # Quoted: a name may hold '.', which a bare TOML key would split into a nested table.
-        fh.write(f'\n[keys."{name}"]\nref = "local:{name}"\nrotation_period_days = {period_days}\n')
+    from keystead.config_edit import add_key
+
+    add_key(config.path, name, f"local:{name}", period=period_days, write=False)  # a bad edit stops here
+    keyfile = LocalKeyFile(config.key_file)
+    if not keyfile.exists() or name not in keyfile.load():  # present: left by an earlier run that stopped
+        keyfile.create(name)
+    add_key(config.path, name, f"local:{name}", period=period_days)  # tomlkit: comments and order kept
     AuditLog(config.audit_path).append("keys.create", key=f"local:{name}")
     hint = ("add it to a profile's keys to seal new secrets with it" if config.profiles
             else "every new secret gets a slot for it")
@@ -146,3 +149,10 @@ def restore(app: App, name: str, version: str) -> None:
     from keystead.rotation.worker import restore_version
 
     err_console().print(restore_version(app.config, name, version), soft_wrap=True)
+
+
+# Commands of the team workflow (issue 10), kept in their own modules.
+from keystead.cli.slots import add as _add, remove as _remove  # noqa: E402
+
+keys.add_command(_add)
+keys.add_command(_remove)

@@ -153,3 +153,9 @@ def run(app: App, command: tuple[str, ...]) -> None:
     except PermissionError:
         click.echo(f"keystead: error: permission denied: {command[0]}", err=True)
         raise SystemExit(126) from None
+
+
+# Commands of the team workflow (issue 10), kept in their own modules.
+from keystead.cli.slots import reseal_cmd as _reseal  # noqa: E402
+
+secrets.add_command(_reseal, "reseal")
