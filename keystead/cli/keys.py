@@ -156,3 +156,8 @@ from keystead.cli.slots import add as _add, remove as _remove  # noqa: E402
 
 keys.add_command(_add)
 keys.add_command(_remove)
+
+from keystead.cli.keyshare import export_key as _export, import_key as _import  # noqa: E402
+
+keys.add_command(_export)
+keys.add_command(_import)
