@@ -118,6 +118,8 @@ def import_key(app: App, file: str) -> None:
         raise InputError(f"cannot read {file}: {exc.strerror or exc}") from None
     if len(data) > MAX_EXPORT_BYTES:
         raise InputError(f"{file} is larger than a key export can be")
+    if not data.lstrip().startswith((b"-----BEGIN AGE ENCRYPTED FILE-----", b"age-encryption.org/")):
+        raise FormatError(f"{file} is not an age file written by `keystead keys export`")
     try:
         plain = pyrage.decrypt(data, identities)
     except pyrage.DecryptError:
