@@ -159,3 +159,8 @@ def run(app: App, command: tuple[str, ...]) -> None:
 from keystead.cli.slots import reseal_cmd as _reseal  # noqa: E402
 
 secrets.add_command(_reseal, "reseal")
+
+from keystead.cli.everyday import cp as _cp, edit as _edit, mv as _mv, show as _show  # noqa: E402
+
+for _command in (_show, _edit, _mv, _cp):
+    secrets.add_command(_command)
