@@ -17,9 +17,10 @@ overwritten. Each batch is one audit record.
 A re-seal is resumable: its progress (the last name done) is kept in a small
 job file beside the key file, rewritten atomically after each batch; the same
 re-seal (same secrets, same keys) started again continues after it, and the
-file goes when the walk has gone through every secret. Every envelope is always either the old one (its old slots open it) or
-the new one (the new slots open it), so a re-seal killed at any instant
-leaves nothing that no slot opens.
+file goes when the walk has gone through every secret. Every envelope is
+always either the old one (its old slots open it) or the new one (the new
+slots open it), so a re-seal killed at any instant leaves nothing that no
+slot opens.
 """
 
 from __future__ import annotations

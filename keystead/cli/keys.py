@@ -123,9 +123,8 @@ def create(app: App, name: str, period_days: int) -> None:
     if name in config.keys:
         raise InputError(f"key {name!r} is already declared in {config.path}")
     from keystead.audit import AuditLog
-    from keystead.providers.local import LocalKeyFile
-
     from keystead.config_edit import add_key
+    from keystead.providers.local import LocalKeyFile
 
     add_key(config.path, name, f"local:{name}", period=period_days, write=False)  # a bad edit stops here
     keyfile = LocalKeyFile(config.key_file)
@@ -152,12 +151,8 @@ def restore(app: App, name: str, version: str) -> None:
 
 
 # Commands of the team workflow (issue 10), kept in their own modules.
-from keystead.cli.slots import add as _add, remove as _remove  # noqa: E402
+from keystead.cli.keyshare import export_key, import_key  # noqa: E402
+from keystead.cli.slots import add, remove  # noqa: E402
 
-keys.add_command(_add)
-keys.add_command(_remove)
-
-from keystead.cli.keyshare import export_key as _export, import_key as _import  # noqa: E402
-
-keys.add_command(_export)
-keys.add_command(_import)
+for _command in (add, remove, export_key, import_key):
+    keys.add_command(_command)

@@ -155,12 +155,11 @@ def run(app: App, command: tuple[str, ...]) -> None:
         raise SystemExit(126) from None
 
 
+
 # Commands of the team workflow (issue 10), kept in their own modules.
-from keystead.cli.slots import reseal_cmd as _reseal  # noqa: E402
+from keystead.cli.everyday import cp, edit, mv, show  # noqa: E402
+from keystead.cli.slots import reseal_cmd  # noqa: E402
 
-secrets.add_command(_reseal, "reseal")
-
-from keystead.cli.everyday import cp as _cp, edit as _edit, mv as _mv, show as _show  # noqa: E402
-
-for _command in (_show, _edit, _mv, _cp):
+for _command in (show, edit, mv, cp):
     secrets.add_command(_command)
+secrets.add_command(reseal_cmd, "reseal")

@@ -86,7 +86,7 @@ def add(app: App, ref: str, name: str | None, exclusive: bool | None, period_day
     if refused:
         accepted = ", ".join(_OPTION_FLAGS[k] for k in allowed) or "none"
         raise InputError(f"{', '.join(refused)}: not an option of {provider} keys (accepted: {accepted})")
-    canonical = lambda r: canonical_ref(r, options, config.providers.get(provider))  # noqa: E731
+    canonical = lambda r: canonical_ref(r, options, config.providers.get(provider))
     profile = config.profile
     check = add_key(config.path, name, ref, period=period_days, exclusive=exclusive, options=options,
                     profile=profile, canonical=canonical, write=False)  # a bad edit stops here, before any change
@@ -154,7 +154,7 @@ def remove(app: App, name: str, reseal: bool, batch: int) -> None:
     (what to run when a person leaves: a data key they kept opens nothing).
     """
     from keystead.config_edit import remove_key
-    from keystead.reseal import only_slot_of, names_list, remove_slot
+    from keystead.reseal import names_list, only_slot_of, remove_slot
     from keystead.reseal import reseal as reseal_all
     from keystead.vault import Vault
 
