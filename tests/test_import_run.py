@@ -146,3 +146,21 @@ def test_run_bad_input(ws: Workspace, args, code) -> None:
     ws.cli("secrets", "set", "A", input="a")
     result = ws.run("run", *args, "--", "true")
     assert result.returncode == EXIT_CODES[code], result.stderr
+
+
+def test_audit_show_filters(ws: Workspace) -> None:
+    ws.cli("secrets", "set", "A", input="a")
+    ws.cli("secrets", "get", "A")
+    ws.run("secrets", "set", "B", input=b"b", env={"KEYSTEAD_ACTOR": "ci@runner"})
+
+    def show(*args: str) -> list[dict]:
+        return json.loads(ws.cli("audit", "show", "--json", *args).stdout)
+
+    assert [r["action"] for r in show("--secret", "A")] == ["secrets.set", "secrets.get"]
+    assert [r["secret"] for r in show("--actor", "ci@runner")] == ["B"]
+    assert [r["secret"] for r in show("--action", "secrets.set")] == ["A", "B"]
+    assert {r["action"] for r in show("--action", "secrets.")} == {"secrets.set", "secrets.get"}
+    assert show("--since", "2999-01-01") == []
+    assert len(show("--since", "2000-01-01", "--last", "2")) == 2
+    bad = ws.run("audit", "show", "--since", "yesterday")
+    assert bad.returncode == EXIT_CODES["InputError"] and b"--since" in bad.stderr
