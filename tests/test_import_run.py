@@ -164,3 +164,13 @@ def test_audit_show_filters(ws: Workspace) -> None:
     assert len(show("--since", "2000-01-01", "--last", "2")) == 2
     bad = ws.run("audit", "show", "--since", "yesterday")
     assert bad.returncode == EXIT_CODES["InputError"] and b"--since" in bad.stderr
+
+
+def test_shell_completion_of_secret_and_key_names(ws: Workspace) -> None:
+    ws.cli("secrets", "set", "APP_DB", input="x")
+    ws.cli("secrets", "set", "OTHER", input="y")
+    env = {"_KEYSTEAD_COMPLETE": "bash_complete", "COMP_CWORD": "3"}
+    got = ws.run(env={**env, "COMP_WORDS": "keystead secrets get AP"})
+    assert got.stdout.decode().split() == ["plain,APP_DB"]
+    keys = ws.run(env={**env, "COMP_WORDS": "keystead keys show m"})
+    assert keys.stdout.decode().split() == ["plain,main"]

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import click
 
-from keystead.cli.app import App, Table, console, json_option, pass_app, print_json, say
+from keystead.cli.app import App, Table, complete_secret, console, json_option, pass_app, print_json, say
 from keystead.envelope import TAG_LEN, check_name
 from keystead.errors import InputError, Interrupted, KeysteadError, NotFoundError
 
@@ -26,7 +26,7 @@ def _when(seconds: int) -> str:
 
 
 @click.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @json_option
 @pass_app
 def show(app: App, name: str, as_json: bool) -> None:
@@ -81,7 +81,7 @@ def _private_folder() -> str:
 
 
 @click.command("edit")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @pass_app
 def edit(app: App, name: str) -> None:
     """Edit NAME in $VISUAL or $EDITOR; store it again only if it changed.
@@ -158,7 +158,7 @@ def _copy(app: App, old: str, new: str, *, move: bool) -> None:
 
 
 @click.command("mv")
-@click.argument("old")
+@click.argument("old", shell_complete=complete_secret)
 @click.argument("new")
 @pass_app
 def mv(app: App, old: str, new: str) -> None:
@@ -167,7 +167,7 @@ def mv(app: App, old: str, new: str) -> None:
 
 
 @click.command("cp")
-@click.argument("old")
+@click.argument("old", shell_complete=complete_secret)
 @click.argument("new")
 @pass_app
 def cp(app: App, old: str, new: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import click
-from keystead.cli.app import App, Table, console, err_console, json_option, pass_app, print_json
+from keystead.cli.app import App, Table, complete_key, console, err_console, json_option, pass_app, print_json
 from keystead.config import KeyConfig
 from keystead.envelope import check_name
 from keystead.errors import InputError, KeysteadError, NotFoundError
@@ -81,7 +81,7 @@ def list_(app: App, as_json: bool) -> None:
 
 
 @keys.command("show")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_key)
 @json_option
 @pass_app
 def show(app: App, ref: str, as_json: bool) -> None:
@@ -138,7 +138,7 @@ def create(app: App, name: str, period_days: int) -> None:
 
 
 @keys.command("restore")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_key)
 @click.argument("version")
 @pass_app
 def restore(app: App, name: str, version: str) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from keystead.cli.app import App, pass_app, say
+from keystead.cli.app import App, complete_key, pass_app, say
 from keystead.errors import DecryptError, FormatError, InputError, KeyFileError, NotFoundError
 
 FORMAT = "keystead-key-export/1"
@@ -42,7 +42,7 @@ def _local_name(app: App, name: str) -> str:
 
 
 @click.command("export")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_key)
 @click.option("--to", "recipients", required=True, multiple=True,
               help="age recipient (age1...) to encrypt the key to (repeatable).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here (mode 0600) instead of standard output.")

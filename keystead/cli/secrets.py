@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from keystead.cli.app import App, deferred_interrupt, json_option, pass_app, print_json, say
+from keystead.cli.app import App, complete_secret, deferred_interrupt, json_option, pass_app, print_json, say
 from keystead.cli.formats import render_dotenv
 from keystead.errors import InputError, KeysteadError
 
@@ -52,7 +52,7 @@ def set_(app: App, name: str, value: str | None, from_file: str | None) -> None:
 
 
 @secrets.command("get")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @pass_app
 def get(app: App, name: str) -> None:
     """Print the value of NAME."""
@@ -78,7 +78,7 @@ def list_(app: App, as_json: bool) -> None:
 
 
 @secrets.command("rm")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_secret)
 @pass_app
 def rm(app: App, name: str) -> None:
     """Remove NAME."""
@@ -154,7 +154,8 @@ _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--only", "only", multiple=True, metavar="NAME", help="Only this secret (repeatable).")
+@click.option("--only", "only", multiple=True, metavar="NAME", shell_complete=complete_secret,
+              help="Only this secret (repeatable).")
 @click.option("--prefix", "prefixes", multiple=True, metavar="P", help="Only secrets named P... (repeatable).")
 @click.option("--no-override", is_flag=True, help="A variable already in the environment wins over the secret.")
 @click.option("--allow-odd-names", is_flag=True, help="Also pass names a shell cannot use as variables (A-B, a.b).")

@@ -10,7 +10,7 @@ import re
 
 import click
 
-from keystead.cli.app import App, deferred_interrupt, pass_app, progress_bar, say
+from keystead.cli.app import App, complete_key, complete_secret, deferred_interrupt, pass_app, progress_bar, say
 from keystead.errors import FormatError, InputError, KeysteadError, NotFoundError, ProviderError
 
 #: flag -> option name in keystead.toml (keystead/providers/options.py KEY_OPTIONS)
@@ -141,7 +141,7 @@ def _ensure_local_material(config, local_name: str) -> None:
 
 
 @click.command("remove")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_key)
 @click.option("--reseal", is_flag=True,
               help="Re-seal every secret (fresh data keys) for the remaining keys, instead of only dropping the slot.")
 @click.option("--batch", type=click.IntRange(1, 100_000), default=500, show_default=True, help="Secrets per batch.")
@@ -193,7 +193,7 @@ def remove(app: App, name: str, reseal: bool, batch: int) -> None:
 
 
 @click.command("reseal")
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, shell_complete=complete_secret)
 @click.option("--all", "all_", is_flag=True, help="Every secret of the store.")
 @click.option("--dry-run", is_flag=True, help="Say what would be re-sealed; change nothing.")
 @click.option("--batch", type=click.IntRange(1, 100_000), default=500, show_default=True, help="Secrets per batch.")
