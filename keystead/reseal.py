@@ -82,7 +82,7 @@ def _envelopes(vault, names: Sequence[str] | None, after: str, report: Report) -
         try:
             yield vault.store.get(name)
         except NotFoundError:
-            raise
+            continue  # removed since the walk began: nothing to do
         except KeysteadError:
             report.damaged.append(name)
 
