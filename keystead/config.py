@@ -202,13 +202,20 @@ def _check_store(r: _Reader, store: str, where: str) -> None:
 def load_config(path: Path | str | None = None, *, profile: str | None = None) -> Config:
     """Read and validate keystead.toml; ``profile`` (else $KEYSTEAD_PROFILE) picks the slot keys."""
     path = find_config(path)
-    r = _Reader(path)
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(path, text, profile=profile)
+
+
+def parse_config(path: Path, text: str, *, profile: str | None = None) -> Config:
+    """Validate ``text`` as the keystead.toml at ``path`` (an edit is checked this way before it is written)."""
+    r = _Reader(path)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     root = path.parent
     r.unknown(doc, {"vault", "keys", "profiles", "providers", "rotation"}, "top level")
 

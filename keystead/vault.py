@@ -157,14 +157,16 @@ class Vault:
     def names(self) -> list[str]:
         return self.store.names()
 
-    def import_many(self, items: Mapping[str, bytes], *, stop: Callable[[], bool] | None = None) -> int:
+    def import_many(self, items: Mapping[str, bytes], *, stop: Callable[[], bool] | None = None,
+                    **details: Any) -> int:
         """Seal and store many secrets with one ``put_many``; return how many were written.
 
         How much of an import survives a failure or a ``stop`` is the store's:
         sqlite writes all or nothing (one transaction), dir writes each file
         atomically. ``stop`` is polled before each envelope; when it returns
         true the import ends with :class:`Interrupted`, whose audit record says
-        how many secrets of how many were written.
+        how many secrets of how many were written. ``details`` go into the audit record
+        (``source="sops"``: where the values came from).
         """
         for name in items:
             check_name(name)
@@ -182,7 +184,7 @@ class Vault:
                 sealed.append((n, envelope.nonce))
                 yield envelope
 
-        with self._audited("secrets.import", count=len(items)) as details:
+        with self._audited("secrets.import", count=len(items), **details) as details:
             keys = self.slot_keys()
             now = self.clock()
             try:

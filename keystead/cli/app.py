@@ -13,7 +13,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import click
@@ -182,3 +182,55 @@ def deferred_interrupt() -> Iterator[threading.Event]:
         yield stop
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# -- progress --------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)``: a progress bar on standard error when it is a terminal, else nothing drawn."""
+    if not sys.stderr.isatty() or total <= 0:
+        yield lambda _n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console(), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+# -- shell completion (click's: `eval "$(_KEYSTEAD_COMPLETE=bash_source keystead)"`) -------
+
+def _completion_config(ctx: click.Context) -> Config | None:
+    root = ctx.find_root()
+    try:
+        return load_config(root.params.get("config_path"), profile=root.params.get("profile"))
+    except Exception:  # completion never fails loudly
+        return None
+
+
+def complete_secret(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Secret names of the store, for shell completion (never creates a store that is not there)."""
+    from pathlib import Path
+
+    config = _completion_config(ctx)
+    if config is None:
+        return []
+    url = config.store_url
+    path = Path(url[len("sqlite:///"):] if url.startswith("sqlite:///") else url[len("dir:"):])
+    if not url.startswith(("sqlite:///", "dir:")) or not path.exists():
+        return []
+    try:
+        from keystead.stores import open_store
+
+        with open_store(url) as store:
+            return [n for n in store.names() if n.startswith(incomplete)]
+    except Exception:  # completion never fails loudly
+        return []
+
+
+def complete_key(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """Key names of keystead.toml, for shell completion."""
+    config = _completion_config(ctx)
+    return [n for n in (config.keys if config else ()) if n.startswith(incomplete)]

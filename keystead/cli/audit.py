@@ -6,7 +6,7 @@ import click
 
 from keystead.audit import AuditLog
 from keystead.cli.app import App, Table, json_option, pass_app, print_json, say
-from keystead.errors import AuditError
+from keystead.errors import AuditError, InputError
 
 
 @click.group()
@@ -53,12 +53,35 @@ def reset(app: App, reason: str) -> None:
 
 
 @audit.command("show")
-@click.option("--last", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--last", type=click.IntRange(1), default=20, show_default=True,
+              help="How many records (the last ones matching the filters).")
+@click.option("--secret", help="Only records of this secret.")
+@click.option("--actor", help="Only records by this actor (user@host).")
+@click.option("--action", help="Only this action (secrets.get), or a family ending in a dot (secrets.).")
+@click.option("--since", metavar="DATE", help="Only records at or after DATE (YYYY-MM-DD or an ISO 8601 time, UTC).")
 @json_option
 @pass_app
-def show(app: App, last: int, as_json: bool) -> None:
-    """The last records of the audit log."""
-    records = list(AuditLog(app.config.audit_path).records())[-last:]
+def show(app: App, last: int, secret: str | None, actor: str | None, action: str | None, since: str | None,
+         as_json: bool) -> None:
+    """The last records of the audit log, optionally filtered."""
+    from keystead.clock import parse_iso
+
+    try:
+        when = parse_iso(since) if since is not None else None
+    except ValueError:
+        raise InputError(f"--since {since!r} is not a date: use YYYY-MM-DD or an ISO 8601 time") from None
+
+    def wanted(r: dict) -> bool:
+        if secret is not None and r.get("secret") != secret:
+            return False
+        if actor is not None and r.get("actor") != actor:
+            return False
+        if action is not None and r["action"] != action and not (action.endswith(".")
+                                                                  and r["action"].startswith(action)):
+            return False
+        return when is None or parse_iso(r["ts"]) >= when
+
+    records = [r for r in AuditLog(app.config.audit_path).records() if wanted(r)][-last:]
     if as_json:
         print_json(records)
         return

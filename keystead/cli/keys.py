@@ -1,11 +1,11 @@
-"""`keystead keys ...`: list, show and create keys."""
+"""`keystead keys ...`: list, show and create keys (add, remove, export and import: slots.py, keyshare.py)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import click
-from keystead.cli.app import App, Table, console, err_console, json_option, pass_app, print_json
+from keystead.cli.app import App, Table, complete_key, console, err_console, json_option, pass_app, print_json
 from keystead.config import KeyConfig
 from keystead.envelope import check_name
 from keystead.errors import InputError, KeysteadError, NotFoundError
@@ -81,7 +81,7 @@ def list_(app: App, as_json: bool) -> None:
 
 
 @keys.command("show")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_key)
 @json_option
 @pass_app
 def show(app: App, ref: str, as_json: bool) -> None:
@@ -123,12 +123,14 @@ def create(app: App, name: str, period_days: int) -> None:
     if name in config.keys:
         raise InputError(f"key {name!r} is already declared in {config.path}")
     from keystead.audit import AuditLog
+    from keystead.config_edit import add_key
     from keystead.providers.local import LocalKeyFile
 
-    LocalKeyFile(config.key_file).create(name)
-    with open(config.path, "a", encoding="utf-8") as fh:
-        # Quoted: a name may hold '.', which a bare TOML key would split into a nested table.
-        fh.write(f'\n[keys."{name}"]\nref = "local:{name}"\nrotation_period_days = {period_days}\n')
+    add_key(config.path, name, f"local:{name}", period=period_days, write=False)  # a bad edit stops here
+    keyfile = LocalKeyFile(config.key_file)
+    if not keyfile.exists() or name not in keyfile.load():  # present: left by an earlier run that stopped
+        keyfile.create(name)
+    add_key(config.path, name, f"local:{name}", period=period_days)  # tomlkit: comments and order kept
     AuditLog(config.audit_path).append("keys.create", key=f"local:{name}")
     hint = ("add it to a profile's keys to seal new secrets with it" if config.profiles
             else "every new secret gets a slot for it")
@@ -136,7 +138,7 @@ def create(app: App, name: str, period_days: int) -> None:
 
 
 @keys.command("restore")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_key)
 @click.argument("version")
 @pass_app
 def restore(app: App, name: str, version: str) -> None:
@@ -146,3 +148,11 @@ def restore(app: App, name: str, version: str) -> None:
     from keystead.rotation.worker import restore_version
 
     err_console().print(restore_version(app.config, name, version), soft_wrap=True)
+
+
+# Commands of the team workflow (issue 10), kept in their own modules.
+from keystead.cli.keyshare import export_key, import_key  # noqa: E402
+from keystead.cli.slots import add, remove  # noqa: E402
+
+for _command in (add, remove, export_key, import_key):
+    keys.add_command(_command)

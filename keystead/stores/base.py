@@ -12,7 +12,8 @@ calls:
   key's slots into ranges of about equal size;
   ``replace_slots`` swaps wrapped keys in one atomic batch, each only if the
   slot is still at the version it was read at (compare-and-swap), and never
-  touches a payload; ``version_counts`` says how many slots each version of a
+  touches a payload; ``swap`` compare-and-swaps whole envelopes (re-seal, slots
+  added or removed); ``version_counts`` says how many slots each version of a
   key still holds.
 
 Name order is byte order: ``names``, ``iter_envelopes``, the cursors of
@@ -134,6 +135,13 @@ class Store(Protocol):
 
     def replace_slots(self, key: str, updates: Sequence[SlotUpdate]) -> int:
         """Compare-and-swap each slot; return how many were swapped (damaged envelopes: not)."""
+        ...
+
+    def swap(self, pairs: Sequence[tuple[Envelope, Envelope]]) -> set[str]:
+        """Compare-and-swap whole envelopes: replace each ``old`` by ``new`` (same name) only if
+        the store still holds exactly ``old``; return the names swapped. sqlite: one
+        transaction; dir: atomic per file, under the folder's lock. For re-seals and slot
+        changes, which must never overwrite a secret set meanwhile."""
         ...
 
     def version_counts(self, key: str) -> dict[str, int]:

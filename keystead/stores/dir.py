@@ -172,6 +172,28 @@ class DirStore:
                     self._sync_folder()
         return replaced
 
+    def swap(self, pairs: Sequence[tuple[Envelope, Envelope]]) -> set[str]:
+        """Replace each envelope still exactly as read (compare-and-swap), atomically per file."""
+        swapped: set[str] = set()
+        with self._locked():
+            try:
+                for old, new in pairs:
+                    if old.name != new.name:
+                        raise InputError(f"swap of {old.name!r} with an envelope named {new.name!r}")
+                    target = self._file(old.name)
+                    try:
+                        current = self._read(target, old.name)
+                    except (NotFoundError, FormatError):
+                        continue  # deleted meanwhile, or damaged: not replaced
+                    if current != old:
+                        continue  # changed meanwhile
+                    self._write(target, encode(new), sync_folder=False)
+                    swapped.add(old.name)
+            finally:
+                if swapped:
+                    self._sync_folder()
+        return swapped
+
     def version_counts(self, key: str) -> dict[str, int]:
         counts: dict[str, int] = {}
         for _name, env in self._envelopes_after(""):

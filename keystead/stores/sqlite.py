@@ -222,6 +222,36 @@ class SqliteStore:
             )
             return c.total_changes - before
 
+    def swap(self, pairs: Sequence[tuple[Envelope, Envelope]]) -> set[str]:
+        """Replace each envelope still exactly as read (compare-and-swap), all in one transaction."""
+        swapped: set[str] = set()
+        if not pairs:
+            return swapped
+        with self._transaction() as c:
+            for old, new in pairs:
+                if old.name != new.name:
+                    raise StoreError(f"swap of {old.name!r} with an envelope named {new.name!r}")
+                row = c.execute("SELECT vault, created_at, nonce, ciphertext FROM secrets WHERE name = ?",
+                                (old.name,)).fetchone()
+                if row is None:
+                    continue  # deleted meanwhile
+                slots = c.execute("SELECT key, provider, version, wrapped_at, wrapped FROM slots"
+                                  " WHERE secret = ? ORDER BY position", (old.name,)).fetchall()
+                try:
+                    current = self._envelope(old.name, row, slots)
+                except FormatError:
+                    continue  # damaged: not replaced
+                if current != old:
+                    continue  # changed meanwhile
+                c.execute("DELETE FROM slots WHERE secret = ?", (new.name,))
+                c.execute("INSERT OR REPLACE INTO secrets VALUES (?, ?, ?, ?, ?)",
+                          (new.name, new.vault, new.created_at, new.nonce, new.ciphertext))
+                c.executemany("INSERT INTO slots VALUES (?, ?, ?, ?, ?, ?, ?)",
+                              [(s.key, new.name, i, s.provider, s.version, s.wrapped_at, s.wrapped)
+                               for i, s in enumerate(new.slots)])
+                swapped.add(old.name)
+        return swapped
+
     def split_points(self, key: str, parts: int) -> list[str]:
         """Up to ``parts - 1`` secret names that cut the key's slots into ranges of about equal size."""
         with self._transaction(write=False) as c:
