@@ -13,9 +13,10 @@ FAILED_PRECONDITION for a version that is not enabled, PERMISSION_DENIED,
 INVALID_ARGUMENT when decryption fails (a wrong AAD, a damaged ciphertext).
 
 Switches for faults: ``corrupt`` (the next N encrypt/decrypt responses carry
-a wrong CRC32C), ``unavailable`` (the next N requests answer 503),
-``denied`` (methods answered PERMISSION_DENIED). Time is ``clock`` (a
-DESTROY_SCHEDULED version becomes DESTROYED at its destroy time).
+a wrong CRC32C), ``unavailable`` (the next N requests, or only those whose
+method is in ``unavailable_ops``, answer 503), ``denied`` (methods answered
+PERMISSION_DENIED; ``"*"`` for all). Time is ``now`` (None: the real clock;
+a DESTROY_SCHEDULED version becomes DESTROYED at its destroy time).
 
 Limits (docs/gcp.md): symmetric software keys only; no IAM, no
 pagination, no import jobs, no key rings or key creation over the API
@@ -85,17 +86,21 @@ class FakeKey:
 class FakeCloudKMS:
     """The server and its state. ``url`` is the api endpoint to hand the client."""
 
-    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now
         self.keys: dict[str, FakeKey] = {}
         self.corrupt = 0
         self.unavailable = 0
+        self.unavailable_ops: set[str] | None = None
         self.denied: set[str] = set()
         self.calls: list[tuple[str, str]] = []
         self._lock = threading.RLock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-cloud-kms", daemon=True)
+
+    def clock(self) -> datetime:
+        return self.now or datetime.now(timezone.utc)
 
     @property
     def url(self) -> str:
@@ -226,7 +231,7 @@ class FakeCloudKMS:
         self.calls.append((method, verb or name.rsplit("/", 1)[-1]))
         op = verb or ("list" if name.endswith("/cryptoKeyVersions") and method == "GET" else
                       "create" if name.endswith("/cryptoKeyVersions") else method.lower())
-        if self.unavailable > 0:
+        if self.unavailable > 0 and (self.unavailable_ops is None or op in self.unavailable_ops):
             self.unavailable -= 1
             raise ApiError(503, "UNAVAILABLE", "The service is currently unavailable.")
         if op in self.denied or "*" in self.denied:
@@ -306,3 +311,16 @@ def _handler(fake: FakeCloudKMS) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+def kms_client(fake: FakeCloudKMS) -> Callable[[str, object], object]:
+    """The ``clients`` factory tests hand to keystead: the real client, REST, pointed at ``fake``."""
+    def make(service: str, options: object) -> object:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import kms_v1
+
+        assert service == "kms", service
+        return kms_v1.KeyManagementServiceClient(transport="rest", credentials=AnonymousCredentials(),
+                                                 client_options={"api_endpoint": fake.url})
+
+    return make
