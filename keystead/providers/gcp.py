@@ -123,7 +123,7 @@ def status_of(exc: Exception) -> str | None:
             status = response.json().get("error", {}).get("status")
             if isinstance(status, str) and status:
                 return status
-        except Exception:  # noqa: BLE001 - an unparsable body: fall back to the HTTP code
+        except Exception:  # an unparsable body: fall back to the HTTP code
             pass
     grpc_code = getattr(exc, "grpc_status_code", None)
     if grpc_code is not None:
@@ -226,7 +226,7 @@ class GcpKey(Key):
         """Decrypt refused: say which state the slot's version is in and what brings it back."""
         try:
             state = _STATES.get(self._version(version).state)
-        except Exception:  # noqa: BLE001 - the first error is the one to report
+        except Exception:  # the first error is the one to report
             state = None
         if state is VersionState.RETIRED:
             fix = ("it was destroyed and cannot come back: open the secret through another slot, "
@@ -426,6 +426,9 @@ def open_gcp(ref: str, *, name: str | None, options: Mapping[str, object],
         if region and region != location:
             raise ProviderError(f"gcp key {ref}: its location {location} does not match the regional endpoint "
                                 f"{endpoint} ({region}): fix the key's location or the endpoint", op="open", key=ref)
+    if options.get("purpose") == "sign":
+        raise ProviderError(f"gcp key {ref}: a signing key holds no slots; declare an ENCRYPT_DECRYPT key",
+                            op="open", key=ref)
     if options.get("anonymous") and not endpoint:
         raise ProviderError(f"gcp key {ref}: anonymous = true needs an endpoint (a local test server); "
                             "Cloud KMS itself refuses anonymous calls", op="open", key=ref)
@@ -433,7 +436,11 @@ def open_gcp(ref: str, *, name: str | None, options: Mapping[str, object],
         factory: Callable[[], Any] = lambda: clients("kms", options)
     else:
         factory = lambda: default_client(options)
-    concurrency = options.get("max_concurrency", DEFAULT_CONCURRENCY)
-    retry_seconds = options.get("retry_seconds", DEFAULT_RETRY_SECONDS)
-    return GcpKey(ref, client=factory, name=name, max_concurrency=int(concurrency),  # type: ignore[call-overload]
-                  retry_seconds=int(retry_seconds))  # type: ignore[call-overload]
+    limits = {"max_concurrency": (DEFAULT_CONCURRENCY, 1, 64), "retry_seconds": (DEFAULT_RETRY_SECONDS, 0, 600)}
+    values = {}
+    for option, (default, lo, hi) in limits.items():
+        value = options.get(option, default)
+        if not isinstance(value, int) or not lo <= value <= hi:
+            raise ProviderError(f"gcp key {ref}: {option} must be {lo}..{hi}, got {value!r}", op="open", key=ref)
+        values[option] = value
+    return GcpKey(ref, client=factory, name=name, **values)

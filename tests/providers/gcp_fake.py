@@ -217,7 +217,8 @@ class FakeCloudKMS:
                                                        f"enabled, current state is: {STATE_NAMES[v.state]}.")
         nonce, sealed = ct[len(MAGIC) + 8:len(MAGIC) + 20], ct[len(MAGIC) + 20:]
         try:
-            plain = AESGCM(v.material).decrypt(nonce, sealed, base64.b64decode(body.get("additionalAuthenticatedData", "")))
+            aad = base64.b64decode(body.get("additionalAuthenticatedData", ""))
+            plain = AESGCM(v.material).decrypt(nonce, sealed, aad)
         except InvalidTag:
             raise failed from None
         crc = _crc(plain)

@@ -53,8 +53,8 @@ _GCP_REF = "projects/keystead-test/locations/global/keyRings/ring/cryptoKeys/con
 
 
 def _gcp(tmp: Path) -> ManagedKey:
-    from tests.providers.gcp_fake import FakeCloudKMS, kms_client
     from keystead.providers.gcp import open_gcp
+    from tests.providers.gcp_fake import FakeCloudKMS, kms_client
 
     fake = FakeCloudKMS().start()
     _FAKES.append(fake)
