@@ -255,7 +255,8 @@ class GcpKey(Key):
 
         if len(items) <= 1 or self._workers == 1:
             return [one(i) for i in items]
-        self._kms()  # built once, before the threads share it
+        with self._translated("rewrap"):
+            self._kms()  # built once, before the threads share it
         with ThreadPoolExecutor(max_workers=min(self._workers, len(items)),
                                 thread_name_prefix="keystead-gcp") as pool:
             return list(pool.map(one, items))

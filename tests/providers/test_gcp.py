@@ -359,3 +359,14 @@ def test_opening_a_gcp_key_imports_no_sdk(gws: GcpWorkspace) -> None:
             "print(sorted(m for m in sys.modules if m.startswith('google')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_rewrap_of_a_slot_on_a_disabled_version_is_that_item_only(fake: FakeCloudKMS) -> None:
+    key = open_gcp(REF, name="app", options={"retry_seconds": 0}, clients=kms_client(fake))
+    on_v1 = key.wrap(os.urandom(32), Context("v", "OLD"))
+    key.rotate(now=T0, token="t1")
+    on_v2 = key.wrap(os.urandom(32), Context("v", "NEW"))
+    key.disable("1")
+    out = key.rewrap_many("v", [("OLD", "1", on_v1.blob), ("NEW", "2", on_v2.blob)])
+    assert isinstance(out[0], DecryptError) and "keystead keys restore app 1" in str(out[0])
+    assert isinstance(out[1], Wrapped) and out[1].version == "2"
