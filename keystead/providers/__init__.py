@@ -7,7 +7,7 @@ reference                         provider    status
 ``age1...[,age1...]``             age         pyrage recipients
 ``arn:aws:kms:...``, ``alias/..``, aws         arrives with the AWS provider issue
 ``mrk-...``
-``projects/.../cryptoKeys/...``   gcp         arrives with the GCP provider issue
+``projects/.../cryptoKeys/...``   gcp         google-cloud-kms (docs/gcp.md)
 ================================  ==========  =====================================
 
 Provider options (``[keys.X]`` and ``[providers.NAME]`` tables) are declared in
@@ -136,5 +136,14 @@ def open_key(ref: str, settings: KeySettings, *, options: Mapping[str, object] |
 
         env = os.environ.get("KEYSTEAD_AGE_IDENTITY_FILE")
         return AgeKey(ref, identity_file=Path(env) if env else settings.age_identity_file)
+    if provider == "gcp":
+        from keystead.providers.gcp import open_gcp  # google-cloud-kms itself only on first use
+
+        shared = dict(getattr(settings, "providers", {}).get("gcp", {}))
+        if isinstance(shared.get("credentials_file"), str) and getattr(settings, "root", None) is not None:
+            shared["credentials_file"] = str(Path(settings.root) / Path(shared["credentials_file"]).expanduser())
+        names = [n for n, kc in getattr(settings, "keys", {}).items() if kc.ref == ref]
+        return open_gcp(ref, name=names[0] if names else None, options={**shared, **(options or {})},
+                        clients=clients)
     raise ProviderError(f"the {provider} provider for {ref!r} is not available in this version of keystead yet",
                         op="open", key=ref)

@@ -37,9 +37,14 @@ and ``exclusive``."""
 PROVIDER_OPTIONS: Mapping[str, Mapping[str, Kind]] = {
     "age": {"identity_file": str},
     "aws": {"region": str, "endpoint": str, "profile": str, "account": str, "max_concurrency": int},
-    "gcp": {"endpoint": str, "credentials_file": str, "max_concurrency": int},
+    "gcp": {"endpoint": str, "credentials_file": str, "max_concurrency": int, "anonymous": bool,
+            "retry_seconds": int},
 }
-"""What ``[providers.NAME]`` accepts."""
+"""What ``[providers.NAME]`` accepts. gcp (docs/gcp.md): ``endpoint`` (an api endpoint URL; a key's
+own ``endpoint`` wins), ``credentials_file`` (else Application Default Credentials),
+``max_concurrency`` (rewrap calls at once, default 8), ``retry_seconds`` (how long a transient
+error is retried per call, default 60, 0 for none) and ``anonymous`` (no credentials at all: only
+with an endpoint, for a local test server)."""
 
 EXCLUSIVE_BY_DEFAULT = frozenset({"local"})
 """Providers whose keys are keystead's own unless the config says otherwise: the local key

@@ -1,8 +1,9 @@
 """The provider contract: what every key provider does, whatever its backend.
 
 Parametrized over providers the way tests/stores/test_contract.py is over
-stores; the AWS (moto server) and GCP (loopback fake) providers join the
-``CASES`` list when they land. A case says what its provider can do (bind
+stores; GCP runs against the loopback Cloud KMS fake (tests/providers/gcp_fake.py)
+with the real google-cloud-kms client, and AWS (moto server) joins the
+``CASES`` list when it lands. A case says what its provider can do (bind
 the context into the wrap, rotate), and the tests hold it to exactly that.
 """
 
@@ -33,6 +34,7 @@ class Case:
     make: Callable[[Path], ManagedKey]
     binds_context: bool  # the wrap itself authenticates the vault and secret name
     rotates: bool
+    retire_is_final: bool = True  # False: retire schedules a deletion that restore can still undo (GCP)
 
 
 def _local(tmp: Path) -> ManagedKey:
@@ -47,8 +49,24 @@ def _age(tmp: Path) -> ManagedKey:
     return AgeKey(str(ident.to_public()), identity_file=tmp / "id.txt")
 
 
+_GCP_REF = "projects/keystead-test/locations/global/keyRings/ring/cryptoKeys/contract"
+
+
+def _gcp(tmp: Path) -> ManagedKey:
+    from keystead.providers.gcp import open_gcp
+    from tests.providers.gcp_fake import FakeCloudKMS, kms_client
+
+    fake = FakeCloudKMS().start()
+    _FAKES.append(fake)
+    fake.add_key(_GCP_REF)
+    return open_gcp(_GCP_REF, name="contract", options={"retry_seconds": 0}, clients=kms_client(fake))
+
+
+_FAKES: list = []
+
 CASES = [Case("local", _local, binds_context=True, rotates=True),
-         Case("age", _age, binds_context=False, rotates=False)]
+         Case("age", _age, binds_context=False, rotates=False),
+         Case("gcp", _gcp, binds_context=True, rotates=True, retire_is_final=False)]
 
 
 @pytest.fixture(params=CASES, ids=lambda c: c.name)
@@ -57,8 +75,10 @@ def case(request: pytest.FixtureRequest) -> Case:
 
 
 @pytest.fixture
-def key(case: Case, tmp_path: Path) -> ManagedKey:
-    return case.make(tmp_path)
+def key(case: Case, tmp_path: Path):
+    yield case.make(tmp_path)
+    while _FAKES:
+        _FAKES.pop().stop()
 
 
 def test_is_both_halves(key: ManagedKey) -> None:
@@ -163,6 +183,15 @@ def test_two_phase_retirement_and_restore(case: Case, key: ManagedKey) -> None:
     assert key.unwrap(old, CTX) == dek
     key.disable(old.version)
     key.retire(old.version)
+    if not case.retire_is_final:  # a deletion window: restorable until it ends, opening nothing meanwhile
+        assert key.describe().version(old.version).state is VersionState.PENDING_DELETION
+        assert old.version not in key.describe().live_versions
+        with pytest.raises(ProviderError):
+            key.unwrap(old, CTX)
+        key.retire(old.version)  # idempotent
+        key.restore(old.version)
+        assert key.unwrap(old, CTX) == dek
+        return  # the end of the window: tests/providers/test_gcp.py
     assert key.describe().version(old.version).state is VersionState.RETIRED
     assert old.version not in key.describe().live_versions
     with pytest.raises(DecryptError):
