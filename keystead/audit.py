@@ -61,8 +61,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from keystead.errors import AuditError
 from keystead.clock import iso, utcnow
+from keystead.errors import AuditError
 from keystead.files import fsync_folder, locked, write_atomic
 
 GENESIS = "0" * 64
@@ -137,7 +137,8 @@ class AuditLog:
         self, action: str, *, secret: str | None = None, key: str | None = None, result: str = "ok", **details: Any
     ) -> dict[str, Any]:
         """Append one record and return it (with its seq and hash)."""
-        return self.append_many([{"action": action, "secret": secret, "key": key, "result": result, "details": details}])[0]
+        record = {"action": action, "secret": secret, "key": key, "result": result, "details": details}
+        return self.append_many([record])[0]
 
     def append_many(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Append several records (mappings with ``action`` and optionally ``secret``,
@@ -315,7 +316,7 @@ class AuditLog:
         if self.anchor is not None:
             try:
                 self.anchor.write_audit_anchor(seq, prev)
-            except Exception as exc:  # noqa: BLE001 - any store failure: the record is written, say so
+            except Exception as exc:  # any store failure: the record is written, say so
                 raise AuditError(f"audit record {seq} appended, but its anchor in the vault database was not "
                                  f"updated: {exc}") from exc
         return written[len(repair) :]
@@ -325,7 +326,7 @@ class AuditLog:
             return None
         try:
             return self.anchor.read_audit_anchor()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise AuditError(f"cannot read the audit anchor in the vault database: {exc}") from exc
 
     def _check_anchor(self, anchor: tuple[int, str] | None, last: dict[str, Any] | None) -> None:
@@ -398,11 +399,12 @@ class AuditLog:
         raise AuditError(f"audit head file {self.head_path} is damaged; run keystead audit verify")
 
     def _write_head(self, seq: int, digest: str) -> None:
-        write_atomic(self.head_path, json.dumps({"seq": seq, "hash": digest}).encode("ascii") + b"\n", sync_folder=False)
+        write_atomic(self.head_path, json.dumps({"seq": seq, "hash": digest}).encode("ascii") + b"\n",
+                     sync_folder=False)
 
     def _lines(self) -> Iterator[tuple[int, bytes]]:
         try:
-            fh = open(self.path, "rb")
+            fh = open(self.path, "rb")  # noqa: SIM115 - opened apart so a missing log is not a read error; `with fh` below
         except FileNotFoundError:
             return
         except OSError as exc:

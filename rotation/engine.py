@@ -54,7 +54,17 @@ from keystead.config import KeyConfig
 from keystead.errors import KeysteadError, NotFoundError, ProviderUnavailable, RotationBusy, RotationError
 from keystead.providers import ManagedKey, RotationKind
 from keystead.rotation import planner, retire, rewrap
-from keystead.rotation.state import DONE, PLANNED, RETIRED, REWRAPPING, ROTATED, VERIFIED, Rotation, StateDB, StateDBError
+from keystead.rotation.state import (
+    DONE,
+    PLANNED,
+    RETIRED,
+    REWRAPPING,
+    ROTATED,
+    VERIFIED,
+    Rotation,
+    StateDB,
+    StateDBError,
+)
 from keystead.rotation.stores import StoreSet, behind
 
 MAX_PASSES = 3
@@ -135,7 +145,7 @@ class Engine:
     batch and returns with outcome ``paused``.
     """
 
-    def __init__(self, vault, state: StateDB, *, now: datetime, progress: Progress | None = None,  # noqa: ANN001
+    def __init__(self, vault, state: StateDB, *, now: datetime, progress: Progress | None = None,
                  stop: threading.Event | None = None, rng: random.Random | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
                  stores: StoreSet | None = None) -> None:

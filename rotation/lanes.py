@@ -12,12 +12,14 @@ Crash safety is the single-process argument, per lane: each batch is backed
 up, then swapped in with a compare-and-swap per slot, then the lane's cursor
 moves. A lane process whose parent dies (SIGKILL) stops after the batch in
 hand; a restarted worker resumes every unfinished lane from its cursor, and
-a slot rewrapped twice meanwhile is refused by the compare-and-swap. The wrapper the parent's vault was opened with (``Vault.open(...,
+a slot rewrapped twice meanwhile is refused by the compare-and-swap.
+
+The wrapper the parent's vault was opened with (``Vault.open(...,
 wrap_key=...)``: caching, rate limiting, metrics) is handed to every lane
 (it must be picklable: a module-level function or class), so a lane's key
-calls go through it too. Stop
-(SIGTERM/SIGINT) is passed on to the lanes, which finish their batch and
-exit; the parent then reports the rotation paused.
+calls go through it too. Stop (SIGTERM/SIGINT) is passed on to the lanes,
+which finish their batch and exit; the parent then reports the rotation
+paused.
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from keystead.errors import KeysteadError, RotationError
 
 POLL_SECONDS = 0.25
 
 
-def run_lanes(engine, rot, lanes, store: str) -> None:  # noqa: ANN001 - Engine, Rotation, Lanes
+def run_lanes(engine, rot, lanes, store: str) -> None:
     """Rewrap ``lanes`` (of the store with id ``store``) of ``rot`` in one process each; return when all
     have ended."""
     ctx = multiprocessing.get_context("spawn")
@@ -111,7 +113,7 @@ def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: 
             rot = state.get(rotation_id)
             lane = next(x for x in state.lanes(rotation_id) if x.lane == lane_no)
             key = vault.keys[rot.key]
-            engine = Engine(vault, state, now=datetime.fromtimestamp(now, timezone.utc), stop=stop)
+            engine = Engine(vault, state, now=datetime.fromtimestamp(now, UTC), stop=stop)
             try:
                 moved = rewrap_range(engine, key, rot, store=engine.stores.get(store), sid=store, lane=lane)
             finally:
@@ -119,10 +121,10 @@ def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: 
             if not stop.is_set() and not moved:
                 state.finish_lane(rotation_id, lane_no)
     except KeysteadError as exc:
-        state.update(rotation_id, now=datetime.now(timezone.utc), error=f"lane {lane_no}: {exc}")
+        state.update(rotation_id, now=datetime.now(UTC), error=f"lane {lane_no}: {exc}")
         raise SystemExit(1) from None
     except Exception as exc:  # a bug: say its type (never its message, which may quote data)
-        state.update(rotation_id, now=datetime.now(timezone.utc),
+        state.update(rotation_id, now=datetime.now(UTC),
                      error=f"lane {lane_no}: internal error ({type(exc).__name__})")
         raise SystemExit(1) from None
     finally:

@@ -114,7 +114,7 @@ def provider_name(ref: str) -> str:
         return "?"
 
 
-def plan_key(vault, name: str, state: StateDB | None, *, as_of: datetime, force: bool = False,  # noqa: ANN001
+def plan_key(vault, name: str, state: StateDB | None, *, as_of: datetime, force: bool = False,
              stores: StoreSet | None = None) -> KeyPlan:
     """The plan for one configured key as of ``as_of``. Reads only."""
     kc = vault.config.keys[name]
@@ -164,7 +164,7 @@ def plan_key(vault, name: str, state: StateDB | None, *, as_of: datetime, force:
     )
 
 
-def plan(vault, state: StateDB | None, *, as_of: datetime, only: str | None = None,  # noqa: ANN001
+def plan(vault, state: StateDB | None, *, as_of: datetime, only: str | None = None,
          force: bool = False) -> list[KeyPlan]:
     """Plans for every configured key (or ``only`` one), in config order."""
     names = [only] if only else list(vault.config.keys)

@@ -127,7 +127,7 @@ def rewrap_range(engine: Engine, key: ManagedKey, rot: Rotation, *, store: Store
                                 op="rewrap", key=ref)
         stamp = engine.stamp
         updates = []
-        for r, w in zip(live, results):
+        for r, w in zip(live, results, strict=True):  # equal lengths: checked above
             if type(w) is Wrapped:
                 # Compare-and-swap on the version and the wrapped bytes read: a secret re-set meanwhile
                 # (by a process still wrapping under the old version) keeps its new slot.
@@ -181,7 +181,8 @@ def verify(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
     checked, bad, payload = 0, [], []
     for sid, store in per_store:
         if sample:
-            names = _sample(engine, rid, sid, max(1, engine.settings.verify_sample_size * store_share(store, ref, slots)))
+            share = store_share(store, ref, slots)
+            names = _sample(engine, rid, sid, max(1, engine.settings.verify_sample_size * share))
             envelopes: Iterable[Envelope] = _get_each(store, names)
         else:
             envelopes = store.iter_envelopes(batch=2000, on_damaged=lambda _n, _e: None)

@@ -63,7 +63,7 @@ class Proof:
 class StoreSet:
     """The stores of one open vault's config, opened on first use; the vault's own store is reused."""
 
-    def __init__(self, vault) -> None:  # noqa: ANN001 - keystead.vault.Vault (no import cycle)
+    def __init__(self, vault) -> None:
         self.vault = vault
         config = vault.config
         urls = list(config.stores) or [config.store_url]

@@ -24,7 +24,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from keystead.clock import parse_iso, utcnow
@@ -69,7 +69,7 @@ def run_once(config, *, as_of: datetime | None = None, only: str | None = None, 
             engine.close()
 
 
-def abandon(config, key: str, *, as_of: datetime | None = None):  # noqa: ANN001, ANN201
+def abandon(config, key: str, *, as_of: datetime | None = None):
     """``keystead rotate KEY --abandon``."""
     with opened(config) as (vault, state):
         engine = Engine(vault, state, now=as_of or utcnow())
@@ -79,7 +79,7 @@ def abandon(config, key: str, *, as_of: datetime | None = None):  # noqa: ANN001
             engine.close()
 
 
-def restore_version(config, key: str, version: str) -> str:  # noqa: ANN001
+def restore_version(config, key: str, version: str) -> str:
     """``keystead keys restore KEY VERSION``."""
     from keystead.rotation.retire import restore_version as restore
 
@@ -145,7 +145,7 @@ def run_scheduler(config, *, interval_minutes: int | None = None, as_of: datetim
             scheduler = BlockingScheduler(
                 jobstores={"default": SQLAlchemyJobStore(engine=state.engine, tablename="keystead_scheduler_jobs")},
                 executors={"default": {"type": "threadpool", "max_workers": 1}},
-                timezone=timezone.utc,
+                timezone=UTC,
             )
             scheduler.add_job(
                 JOB_FUNC, "interval", minutes=minutes, id=JOB_ID, name="keystead rotation sweep",

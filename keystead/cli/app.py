@@ -118,8 +118,9 @@ class Table:
     """The one table of the command line (keys list/show, status, rotate --dry-run, audit show).
 
     Piped (standard output is not a terminal): plain columns aligned with two
-    spaces, full values, no ellipsis and no wrapping, under the title line. On a terminal: a rich table whose long cells fold onto
-    more lines instead of being cut. ``--json`` is the machine format.
+    spaces, full values, no ellipsis and no wrapping, under the title line.
+    On a terminal: a rich table whose long cells fold onto more lines instead
+    of being cut. ``--json`` is the machine format.
     """
 
     def __init__(self, *columns: str, title: str | None = None) -> None:
@@ -143,7 +144,7 @@ class Table:
         rows = [self.columns] + [[plain(c).replace("\n", " ") for c in r] for r in self.rows]
         widths = [max(len(r[i]) for r in rows) for i in range(len(self.columns))]
         for r in rows:
-            out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+            out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() + "\n")
         out.flush()
 
     def _print_rich(self) -> None:

@@ -13,11 +13,12 @@ import logging
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from keystead.cli.app import App, Table, console, err_console, json_option, pass_app, print_json
+
+from keystead.cli.app import App, Table, err_console, json_option, pass_app, print_json
 from keystead.errors import InputError, NotFoundError, RotationBusy, RotationError
 
 as_of_option = click.option("--as-of", "as_of", metavar="DATE",
@@ -31,11 +32,11 @@ def parse_as_of(text: str | None) -> datetime | None:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise InputError(f"--as-of {text!r} is not a date: use YYYY-MM-DD or an ISO 8601 time") from None
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _now(as_of: datetime | None) -> datetime:
-    return as_of or datetime.now(timezone.utc)
+    return as_of or datetime.now(UTC)
 
 
 def _interactive() -> bool:
@@ -165,7 +166,8 @@ def _report(result, as_json: bool) -> None:
 
 @click.command()
 @click.argument("key", required=False)
-@click.option("--dry-run", is_flag=True, help="Print the plan (keys due, envelopes behind, estimated time); change nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (keys due, envelopes behind, estimated time); change nothing.")
 @click.option("--force", is_flag=True,
               help="Rotate KEY now even if it is not due (also while its last rotation waits out its grace period).")
 @click.option("--abandon", is_flag=True,
@@ -178,7 +180,8 @@ def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool,
     """Rotate keys that are due (or KEY), rewrap every envelope, verify, retire old versions."""
     when = parse_as_of(as_of)
     if (force or abandon) and key is None:
-        raise InputError(f"--{'force' if force else 'abandon'} needs a KEY: keystead rotate KEY --{'force' if force else 'abandon'}")
+        flag = "force" if force else "abandon"
+        raise InputError(f"--{flag} needs a KEY: keystead rotate KEY --{flag}")
     if force and abandon:
         raise InputError("--force and --abandon do not go together")
     _check_key(app, key)
@@ -263,7 +266,7 @@ def status(app: App, as_of: str | None, as_json: bool) -> None:
 _NEVER = {"none": "never", "scheduled": "by provider"}
 
 
-def _state(p) -> str:  # noqa: ANN001 - a KeyPlan
+def _state(p) -> str:
     rot = p.rotation
     if rot is not None and rot.active:
         state = f"[yellow]{rot.state}[/]" + (f" ({rot.error})" if rot.error else "")
@@ -274,7 +277,9 @@ def _state(p) -> str:  # noqa: ANN001 - a KeyPlan
     elif p.rotation_kind == "none":
         state = "[green]does not rotate[/]"
     else:
-        state = "[green]up to date[/]" + (f" (rotated to {rot.to_version})" if rot is not None and rot.to_version else "")
+        state = "[green]up to date[/]"
+        if rot is not None and rot.to_version:
+            state += f" (rotated to {rot.to_version})"
     if p.unreadable:
         names = ", ".join(f"{s} ({r})" for s, r in p.unreadable[:5])
         state += f"; [red]unreadable: {names}[/] (fix: keystead secrets rm NAME, or restore it from a backup)"

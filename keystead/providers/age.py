@@ -20,8 +20,8 @@ from pathlib import Path
 import pyrage
 from pyrage import x25519
 
-from keystead.envelope import Context
 from keystead.clock import EPOCH
+from keystead.envelope import Context
 from keystead.errors import DecryptError, KeyFileError, UnknownReference
 from keystead.providers.base import Key, KeyInfo, KeyVersion, RotationKind, VersionState, Wrapped
 

@@ -23,6 +23,7 @@ A store object belongs to the thread that opened it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections import defaultdict
@@ -50,7 +51,8 @@ _SCHEMA = (
     f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}')",
 )
 
-_DAMAGED_SQL = "SELECT name FROM secrets WHERE name > ? AND NOT EXISTS (SELECT 1 FROM slots WHERE slots.secret = secrets.name)"
+_DAMAGED_SQL = ("SELECT name FROM secrets WHERE name > ? "
+                "AND NOT EXISTS (SELECT 1 FROM slots WHERE slots.secret = secrets.name)")
 """Secret rows without any slot: envelopes nothing can open (damaged)."""
 
 # Primary result codes (https://sqlite.org/rescode.html).
@@ -289,10 +291,8 @@ class SqliteStore:
             c.execute("COMMIT")
         except BaseException as exc:
             if c.in_transaction:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     c.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
             if isinstance(exc, sqlite3.Error):
                 raise self._error(exc) from exc
             raise
@@ -334,7 +334,8 @@ class SqliteStore:
     def write_audit_anchor(self, seq: int, digest: str) -> None:
         """Record the audit log's latest (seq, hash) in ``meta``, in one transaction."""
         with self._transaction() as c:
-            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", (("audit_seq", str(seq)), ("audit_hash", digest)))
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                          (("audit_seq", str(seq)), ("audit_hash", digest)))
 
 
 def _create_private(path: Path) -> None:

@@ -22,8 +22,18 @@ from keystead.rotation.state import backups as bk
 from keystead.rotation.state import locks, schema
 from keystead.rotation.state.errors import translated
 from keystead.rotation.state.records import (
-    DELETED, DISABLED, PLANNED, RETIREMENT_STATES, ROTATION_FIELDS, Batch, FailedSlot, Lane, Retirement, Rotation,
-    StateDBError, UnreadableSlot,
+    DELETED,
+    DISABLED,
+    PLANNED,
+    RETIREMENT_STATES,
+    ROTATION_FIELDS,
+    Batch,
+    FailedSlot,
+    Lane,
+    Retirement,
+    Rotation,
+    StateDBError,
+    UnreadableSlot,
 )
 from keystead.rotation.state.schema import lanes, retirements, rotations, unreadable
 from keystead.stores.base import SlotRow
@@ -323,7 +333,7 @@ def _create_private(path: Path, where: str) -> None:
         os.close(fd)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     try:
         cur.execute("PRAGMA journal_mode=WAL")
