@@ -30,15 +30,20 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from keystead.errors import KeysteadError, RotationError
+
+if TYPE_CHECKING:
+    from keystead.providers import KeyWrapper
+    from keystead.rotation.engine import Engine
+    from keystead.rotation.state import Lane, Rotation
 
 POLL_SECONDS = 0.25
 
 
-def run_lanes(engine, rot, lanes, store: str) -> None:
+def run_lanes(engine: Engine, rot: Rotation, lanes: list[Lane], store: str) -> None:
     """Rewrap ``lanes`` (of the store with id ``store``) of ``rot`` in one process each; return when all
     have ended."""
     ctx = multiprocessing.get_context("spawn")
@@ -59,7 +64,7 @@ def run_lanes(engine, rot, lanes, store: str) -> None:
         while any(p.is_alive() for p in procs):
             if engine.stop.wait(POLL_SECONDS):
                 for p in procs:
-                    if p.is_alive():
+                    if p.is_alive() and p.pid is not None:  # alive: started, so it has a pid
                         os.kill(p.pid, signal.SIGTERM)
                 for p in procs:
                     p.join()
@@ -87,10 +92,11 @@ def _log_level() -> int:
 
 def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: int, store: str,
               now: float, parent_pid: int, log_level: int = logging.CRITICAL + 1,
-              wrap_key: Callable[..., object] | None = None) -> None:
+              wrap_key: KeyWrapper | None = None) -> None:
     """Entry point of one lane process: the same vault (opened through ``Vault.open``, so the same
     key wrappers) and the same batch loop as in-process, over one lane of one store."""
     from keystead.config import load_config
+    from keystead.providers import identity
     from keystead.rotation.engine import LOG_DATE_FORMAT, LOG_FORMAT, Engine
     from keystead.rotation.rewrap import rewrap_range
     from keystead.rotation.state import StateDB
@@ -109,7 +115,7 @@ def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: 
     state = StateDB.open(config.state_url)
     assert state is not None
     try:
-        with Vault.open(config, **({"wrap_key": wrap_key} if wrap_key is not None else {})) as vault:
+        with Vault.open(config, wrap_key=wrap_key if wrap_key is not None else identity) as vault:
             rot = state.get(rotation_id)
             lane = next(x for x in state.lanes(rotation_id) if x.lane == lane_no)
             key = vault.keys[rot.key]

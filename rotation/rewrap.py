@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from keystead.clock import epoch
 from keystead.crypto import open_with_dek, unwrap_slot
@@ -146,7 +146,7 @@ def rewrap_range(engine: Engine, key: ManagedKey, rot: Rotation, *, store: Store
         written = store.replace_slots(ref, updates) if updates else 0
         cursor = rows[-1].secret
         written_batch = Batch(cursor, written, tuple(failed))
-        extra: dict[str, object] = {"lane": lane.lane}
+        extra: dict[str, Any] = {"lane": lane.lane}
         if failed:
             from keystead.rotation.engine import capped
 
@@ -211,9 +211,9 @@ def verify(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
     rot = engine.state.update(rid, now=engine.now, state=VERIFIED, verified=checked,
                               verified_at=epoch(engine.now), error=None)
     deleted = engine.state.delete_backups(rid)
+    unreachable: dict[str, Any] = {"stores_unreachable": len(engine.stores.errors)} if engine.stores.errors else {}
     engine.event("verify", rot, key=ref, mode=f"sample of {checked}" if sample else "all", checked=checked,
-                 slots=slots, behind=lag, unreadable=len(unread), backup_batches_deleted=deleted,
-                 **({"stores_unreachable": len(engine.stores.errors)} if engine.stores.errors else {}))
+                 slots=slots, behind=lag, unreadable=len(unread), backup_batches_deleted=deleted, **unreachable)
     return rot
 
 

@@ -72,7 +72,7 @@ def seed(folder: Path) -> bool:
     return True
 
 
-def keystead(folder: Path, *args: str, capture: bool = False) -> subprocess.CompletedProcess:
+def keystead(folder: Path, *args: str, capture: bool = False) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-m", "keystead.cli", "--config", str(folder / "keystead.toml"), *args],
                           capture_output=capture, cwd=folder)
 
@@ -80,7 +80,10 @@ def keystead(folder: Path, *args: str, capture: bool = False) -> subprocess.Comp
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     folder = Path(args[0] if args else "demo").resolve()
-    say = lambda text: print(f"\n== {text}", flush=True)
+
+    def say(text: str) -> None:
+        print(f"\n== {text}", flush=True)
+
     t0 = time.monotonic()
     if seed(folder):
         say(f"seeded {folder}: {SECRETS} secrets under local:main, version 1 created {AGE_DAYS} days ago")

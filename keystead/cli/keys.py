@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import click
 
@@ -20,7 +21,7 @@ def keys() -> None:
     """List, show and create keys."""
 
 
-def _summary(kc: KeyConfig, info: KeyInfo | None, error: str | None) -> dict:
+def _summary(kc: KeyConfig, info: KeyInfo | None, error: str | None) -> dict[str, Any]:  # a JSON row
     row = {"name": kc.name, "ref": kc.ref, "rotation_period_days": kc.rotation_period_days}
     if info is not None:
         row.update(
@@ -39,7 +40,7 @@ def _summary(kc: KeyConfig, info: KeyInfo | None, error: str | None) -> dict:
     return row
 
 
-def _describe_all(app: App) -> list[dict]:
+def _describe_all(app: App) -> list[dict[str, Any]]:
     vault = app.vault
     rows = []
     for kc in app.config.keys.values():
@@ -145,6 +146,6 @@ def restore(app: App, name: str, version: str) -> None:
     while the provider still can."""
     if name not in app.config.keys:
         raise NotFoundError(f"no key {name!r} in {app.config.path} (see `keystead keys list`)")
-    from keystead.rotation.worker import restore_version
+    from keystead.rotation import restore_version
 
     err_console().print(restore_version(app.config, name, version), soft_wrap=True)

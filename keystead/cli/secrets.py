@@ -130,7 +130,7 @@ def run(app: App, command: tuple[str, ...]) -> None:
     """Run COMMAND with every secret as an environment variable (`keystead run -- CMD ARGS...`)."""
     env = dict(os.environ)
     vault = app.vault
-    count, used = 0, set()
+    count, used = 0, set[str]()
     try:  # one audit record for the whole run (not a secrets.export as well)
         for envelope in vault.store.iter_envelopes():
             env[envelope.name] = _text(envelope.name, vault.open_envelope(envelope.name, envelope))

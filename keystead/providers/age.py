@@ -68,7 +68,8 @@ class AgeKey(Key):
             raise KeyFileError("no age identity: set KEYSTEAD_AGE_IDENTITY_FILE to your identity file",
                                op="unwrap", key=self.ref)
         try:
-            return pyrage.decrypt(wrapped.blob, self._identities)
+            dek: bytes = pyrage.decrypt(wrapped.blob, self._identities)
+            return dek
         except pyrage.DecryptError:
             raise DecryptError() from None
 

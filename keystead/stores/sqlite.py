@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from keystead.envelope import Envelope, Slot, check_name
 from keystead.errors import FormatError, NotFoundError, StoreError
@@ -141,7 +142,8 @@ class SqliteStore:
 
     def count(self) -> int:
         with self._transaction(write=False) as c:
-            return c.execute("SELECT COUNT(*) FROM secrets").fetchone()[0]
+            n: int = c.execute("SELECT COUNT(*) FROM secrets").fetchone()[0]
+            return n
 
     def iter_envelopes(
         self, *, after: str = "", batch: int = 1000, on_damaged: OnDamaged | None = None
@@ -162,7 +164,7 @@ class SqliteStore:
                 ).fetchall()
                 if not rows:
                     return
-                slots: dict[str, list[tuple]] = defaultdict(list)
+                slots: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
                 for secret, *slot in c.execute(
                     "SELECT secret, key, provider, version, wrapped_at, wrapped FROM slots"
                     " WHERE secret > ? AND secret <= ? ORDER BY secret, position",
@@ -192,7 +194,7 @@ class SqliteStore:
         if limit <= 0:
             return []
         sql = "SELECT secret, version, wrapped FROM slots WHERE key = ? AND secret > ? AND version <> ?"
-        args: tuple = (key, after, version)
+        args: tuple[object, ...] = (key, after, version)
         if until is not None:
             sql += " AND secret <= ?"
             args += (until,)
@@ -228,7 +230,7 @@ class SqliteStore:
         """Up to ``parts - 1`` secret names that cut the key's slots into ranges of about equal size."""
         with self._transaction(write=False) as c:
             (n,) = c.execute("SELECT COUNT(*) FROM slots WHERE key = ?", (key,)).fetchone()
-            points = []
+            points: list[str] = []
             for i in range(1, parts):
                 row = c.execute(
                     "SELECT secret FROM slots WHERE key = ? ORDER BY secret LIMIT 1 OFFSET ?", (key, n * i // parts)
@@ -297,7 +299,7 @@ class SqliteStore:
                 raise self._error(exc) from exc
             raise
 
-    def _envelope(self, name: str, row: Sequence, slots: Iterable[Sequence]) -> Envelope:
+    def _envelope(self, name: str, row: Sequence[Any], slots: Iterable[Sequence[Any]]) -> Envelope:
         vault, created_at, nonce, ciphertext = row
         found = tuple(Slot(k, p, v, at, w) for k, p, v, at, w in slots)
         if not found:
