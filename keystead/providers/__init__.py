@@ -39,6 +39,7 @@ from keystead.providers.base import (
 )
 
 __all__ = [
+    "ACCEPTED_FORMS",
     "ClientFactory",
     "Key",
     "KeyAdmin",
