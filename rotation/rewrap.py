@@ -8,7 +8,7 @@ lane (:func:`rewrap_range`):
 
 1. read the next slots behind the target version after the cursor;
 2. ``rewrap_many``: one result per slot, a new wrapped key with its own
-   version (a cloud key that moved mid-batch puts items on a newer version:
+   version (a cloud key that moved mid-batch puts slots on a newer version:
    each is written with its own, and the rotation retargets), or a
    decryption failure (the slot is recorded unreadable and skipped);
 3. one state commit: this batch's old wrapped keys as a backup, and the

@@ -92,7 +92,7 @@ class LocalKeyFile:
         return self.path.exists()
 
     def load(self) -> _Keys:
-        """name -> (primary version id, versions)."""
+        """name -> (primary version label, versions)."""
         self._check_mode()
         try:
             doc = json.loads(self.path.read_bytes())
