@@ -5,34 +5,35 @@ The library's public surface: the vault (:class:`Vault`), its configuration
 the one error tree (:mod:`keystead.errors` has every class). The rotation
 worker is :mod:`keystead.rotation`, the IAM generator :mod:`keystead.policies`.
 
-:class:`Vault` loads on first use (``keystead.Vault``): it brings the crypto
-backend and the stores, which a command that never opens the vault (``keystead
---help``, ``keystead policy``) should not pay for at start-up.
+Each name loads on first use (``keystead.Vault``): ``import keystead`` itself
+stays instant, so every ``keystead.*`` import (the command line's first) does
+no work before keystead.cli guards Ctrl-C, and a command that never opens the
+vault does not load the crypto backend and the stores.
 """
 
 from __future__ import annotations
 
 import importlib
-import typing
 
-from keystead.config import Config, KeyConfig, load_config
-from keystead.errors import (
-    AuditError,
-    ConfigError,
-    DecryptError,
-    FormatError,
-    InputError,
-    Interrupted,
-    KeysteadError,
-    NotFoundError,
-    PolicyError,
-    ProviderError,
-    RotationError,
-    StoreError,
-)
-
-if typing.TYPE_CHECKING:
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without loading typing at start-up; mypy reads it as true
+if TYPE_CHECKING:
+    from keystead.config import Config, KeyConfig, load_config
+    from keystead.errors import (
+        AuditError,
+        ConfigError,
+        DecryptError,
+        FormatError,
+        InputError,
+        Interrupted,
+        KeysteadError,
+        NotFoundError,
+        PolicyError,
+        ProviderError,
+        RotationError,
+        StoreError,
+    )
     from keystead.vault import Vault
+del TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -55,7 +56,13 @@ __all__ = [
     "load_config",
 ]
 
-_LAZY = {"Vault": "keystead.vault"}
+_LAZY = {
+    **dict.fromkeys(("Config", "KeyConfig", "load_config"), "keystead.config"),
+    **dict.fromkeys(("AuditError", "ConfigError", "DecryptError", "FormatError", "InputError", "Interrupted",
+                     "KeysteadError", "NotFoundError", "PolicyError", "ProviderError", "RotationError",
+                     "StoreError"), "keystead.errors"),
+    "Vault": "keystead.vault",
+}
 
 
 def __getattr__(name: str) -> object:
