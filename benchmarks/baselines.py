@@ -70,7 +70,7 @@ def sops_rotate_rate(n: int) -> dict | None:
         files = []
         for i in range(n):
             f = Path(tmp) / f"S{i:08d}.json"
-            f.write_text('{"value": "v%08d"}\n' % i)
+            f.write_text(f'{{"value": "v{i:08d}"}}\n')
             subprocess.run([sops, "encrypt", "--age", recipient, "-i", str(f)], check=True, env=env,
                            capture_output=True)
             files.append(f)

@@ -17,7 +17,7 @@ import json
 import resource
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 CONFIG = """[vault]
@@ -42,7 +42,7 @@ def seed(folder: Path, n: int, store: str, batch: int = 5000) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "keystead.toml").write_text(CONFIG.format(store=store, batch=batch, parallel=1))
     config = load_config(folder / "keystead.toml")
-    then = datetime.now(timezone.utc) - timedelta(days=120)
+    then = datetime.now(UTC) - timedelta(days=120)
     LocalKeyFile(config.key_file).create("main", now=then)
     with Vault.open(config) as vault:
         key = vault.keys["main"]
@@ -99,7 +99,7 @@ def rotate(folder: Path) -> dict:
         clock.wrap(state, ("record_batch",), "state")
         clock.wrap(vault.keys["main"], ("rewrap_many",), "crypto")
         t = time.perf_counter()
-        result = Engine(vault, state, now=datetime.now(timezone.utc), progress=phase).run_key("main")
+        result = Engine(vault, state, now=datetime.now(UTC), progress=phase).run_key("main")
         total = time.perf_counter() - t
     state.close()
     rss_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import baselines
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     log("raw AES-GCM rewrap, one core")
     raw = median_rate(baselines.aes_gcm_rewrap_rate, 50_000 if args.quick else 300_000)
     sqlite, single = [], []
@@ -174,9 +174,10 @@ def render(started, raw, sqlite, single, dir_run, bare, dir_small, sqlite_small,
         "store share | state db share | crypto share |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r, o in zip(sqlite, single):
+    for r, o in zip(sqlite, single, strict=False):
         lines.append(
-            f"| {r['n']:,} | {r['lanes']} | {r['rate']:,.0f}/s ({_spread(r)}) | {r['rate'] / raw:.2f} | {r['rewrap_s']:.2f} | "
+            f"| {r['n']:,} | {r['lanes']} | {r['rate']:,.0f}/s ({_spread(r)}) | {r['rate'] / raw:.2f} | "
+            f"{r['rewrap_s']:.2f} | "
             f"{r['total_s']:.2f} | {r['peak_rss_mb']:.0f} MB | {o['rate']:,.0f}/s | "
             f"{o['store_share']:.0%} | {o['state_share']:.0%} | {o['crypto_share']:.0%} |"
         )
@@ -225,7 +226,8 @@ def render(started, raw, sqlite, single, dir_run, bare, dir_small, sqlite_small,
             f"| keystead, dir store (rewrap loop) | {dir_small['n']} | {dir_small['rate']:,.0f}/s | "
             f"**{dir_small['rate'] / sops['rate']:,.0f}x** |",
             f"| keystead, dir store (whole rotation incl. verify) | {dir_small['n']} | "
-            f"{dir_small['n'] / dir_small['total_s']:,.0f}/s | **{dir_small['n'] / dir_small['total_s'] / sops['rate']:,.0f}x** |",
+            f"{dir_small['n'] / dir_small['total_s']:,.0f}/s | "
+            f"**{dir_small['n'] / dir_small['total_s'] / sops['rate']:,.0f}x** |",
             f"| keystead, SQLite store (rewrap loop) | {sqlite_small['n']} | {sqlite_small['rate']:,.0f}/s | "
             f"**{sqlite_small['rate'] / sops['rate']:,.0f}x** |",
             "",

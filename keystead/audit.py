@@ -1,17 +1,9 @@
 """The audit log: one JSON line per operation, hash-chained, append-only.
 
-A record, keys in this order::
-
-    {"seq": 7, "ts": "2026-11-23T15:08:00.123Z", "actor": "ci@build-3",
-     "action": "keys.rotate", "secret": null, "key": "local:main", "result": "ok",
-     "details": {"version": "4"}, "prev": "<hash of record 6>", "hash": "<sha256 hex>"}
-
-``hash`` is the SHA-256 (hex) of ``prev`` followed by the canonical JSON
-(sorted keys, no spaces) of the record without ``hash``; the first record's
-``prev`` is 64 zeros. Editing, deleting, inserting or reordering records
-breaks the chain; ``<log>.head`` (``{"seq": …, "hash": …}``, rewritten after
-every append) reveals records cut off the end. The head may lag the log after
-a crash between the two writes; it is accepted while the record at its seq
+The record, its hash and the chain are :mod:`keystead.audit_chain` (re-exported
+here). ``<log>.head`` (``{"seq": …, "hash": …}``, rewritten after every
+append) reveals records cut off the end. The head may lag the log after a
+crash between the two writes; it is accepted while the record at its seq
 carries its hash.
 
 The anchor: a vault in a database (SQLite) also keeps the latest ``seq`` and
@@ -38,10 +30,10 @@ Records of secret operations name in ``key`` the key reference(s) used,
 separated by spaces (no reference form contains one): for ``secrets.set``
 the keys sealed under, for ``secrets.get`` the keys that hold a slot.
 
-Records hold facts, never a secret value or key material: detail keys named
-``value``, ``plaintext``, ``dek``, ``material`` or ``wrapped`` are refused,
-as are bytes. Appends from several processes are serialised by ``flock`` on
-the log; each batch is one ``write`` and one ``fsync``. Appending refuses a
+Records hold facts, never a secret value or key material (see
+:func:`keystead.audit_chain.entry`). Appends from several processes are
+serialised by ``flock`` on the log; each batch is one ``write`` and one
+``fsync``. Appending refuses a
 log whose end or head is damaged (run ``keystead audit verify``); to start
 a new log, move both the log and its ``.head`` aside.
 """
@@ -50,40 +42,41 @@ from __future__ import annotations
 
 import errno
 import getpass
-import hashlib
 import json
 import os
 import shutil
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from keystead.audit_chain import (
+    FIELDS,
+    FORBIDDEN_DETAILS,
+    GENESIS,
+    MAX_RECORD_BYTES,
+    AuditReport,
+    Entry,
+    anchor_problem,
+    bad_report,
+    chain_break,
+    entry,
+    links,
+    parse,
+    record_hash,
+    timestamp,
+)
+from keystead.clock import utcnow
 from keystead.errors import AuditError
-from keystead.clock import iso, utcnow
 from keystead.files import fsync_folder, locked, write_atomic
 
-GENESIS = "0" * 64
-FORBIDDEN_DETAILS = frozenset({"value", "plaintext", "dek", "material", "wrapped"})
-FIELDS = ("seq", "ts", "actor", "action", "secret", "key", "result", "details", "prev", "hash")
-MAX_RECORD_BYTES = 16 * 1024
+__all__ = [
+    "FIELDS", "FORBIDDEN_DETAILS", "GENESIS", "MAX_RECORD_BYTES",
+    "AuditAnchor", "AuditLog", "AuditReport",
+    "default_actor", "record_hash",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class AuditReport:
-    """What :meth:`AuditLog.verify` found: ok, or the first problem and where.
-
-    ``note`` explains an ok log that is not the whole story (a head restored
-    from the anchor, secrets older than the log)."""
-
-    ok: bool
-    records: int
-    first_bad_seq: int | None = None
-    first_bad_line: int | None = None
-    problem: str | None = None
-    note: str | None = None
 
 
 @runtime_checkable
@@ -93,13 +86,6 @@ class AuditAnchor(Protocol):
     def read_audit_anchor(self) -> tuple[int, str] | None: ...
 
     def write_audit_anchor(self, seq: int, digest: str) -> None: ...
-
-
-def record_hash(record: Mapping[str, Any]) -> str:
-    """The chain hash of ``record`` (its ``hash`` field, if any, is left out)."""
-    body = {k: v for k, v in record.items() if k != "hash"}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256((record["prev"] + canonical).encode("ascii")).hexdigest()
 
 
 def default_actor() -> str:
@@ -137,12 +123,13 @@ class AuditLog:
         self, action: str, *, secret: str | None = None, key: str | None = None, result: str = "ok", **details: Any
     ) -> dict[str, Any]:
         """Append one record and return it (with its seq and hash)."""
-        return self.append_many([{"action": action, "secret": secret, "key": key, "result": result, "details": details}])[0]
+        record = {"action": action, "secret": secret, "key": key, "result": result, "details": details}
+        return self.append_many([record])[0]
 
     def append_many(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Append several records (mappings with ``action`` and optionally ``secret``,
         ``key``, ``result``, ``details``) in one write and one fsync."""
-        entries = [_entry(r) for r in records]
+        entries = [entry(r) for r in records]
         if not entries:
             return []
         try:
@@ -157,7 +144,7 @@ class AuditLog:
         for lineno, raw in self._lines():
             if not raw.endswith(b"\n"):
                 return
-            record = _parse(raw)
+            record = parse(raw)
             if record is None:
                 raise AuditError(f"audit log {self.path}: line {lineno} is not a record")
             yield record
@@ -175,16 +162,18 @@ class AuditLog:
         for lineno, raw in lines:
             expected = last_seq + 1
             if not raw.endswith(b"\n"):
-                return _bad(last_seq, expected, lineno, f"line {lineno} is torn: the last record was cut off mid-write")
-            record = _parse(raw)
+                return bad_report(last_seq, expected, lineno,
+                                  f"line {lineno} is torn: the last record was cut off mid-write")
+            record = parse(raw)
             if record is None:
-                return _bad(last_seq, expected, lineno, f"line {lineno} is not a record")
+                return bad_report(last_seq, expected, lineno, f"line {lineno} is not a record")
             seq = record["seq"]
             if record_hash(record) != record["hash"]:
-                return _bad(last_seq, seq, lineno, f"record {seq} was edited (its hash does not match its content)")
+                return bad_report(last_seq, seq, lineno,
+                                  f"record {seq} was edited (its hash does not match its content)")
             if seq != expected or record["prev"] != prev:
-                rest = [_parse(line) for _, line in lines]
-                return _bad(last_seq, *_chain_break(record, lineno, expected, prev, rest))
+                rest = [parse(line) for _, line in lines]
+                return bad_report(last_seq, *chain_break(record, lineno, expected, prev, rest))
             prev, last_seq = record["hash"], seq
             if head is not None and seq == head[0]:
                 head_hash_seen = record["hash"]
@@ -197,13 +186,13 @@ class AuditLog:
         else:
             problem = self._head_problem(head, last_seq, head_hash_seen)
             if problem:
-                return _bad(last_seq, last_seq + 1 if head and head[0] > last_seq else None, None, problem)
-        problem = self._anchor_problem(anchor, last_seq, anchor_seen)
+                return bad_report(last_seq, last_seq + 1 if head and head[0] > last_seq else None, None, problem)
+        problem = anchor_problem(anchor, last_seq, anchor_seen)
         if problem:
-            return _bad(last_seq, last_seq + 1 if anchor and anchor[0] > last_seq else None, None, problem)
+            return bad_report(last_seq, last_seq + 1 if anchor and anchor[0] > last_seq else None, None, problem)
         if last_seq == 0 and self.vault_size is not None and (held := self.vault_size()):
             if self.anchor is not None:
-                return _bad(0, 1, None, f"the vault holds {held} secret(s) but the audit log is empty or missing "
+                return bad_report(0, 1, None, f"the vault holds {held} secret(s) but the audit log is empty or missing "
                                         "(deleted?)")
             note = (f"the vault holds {held} secret(s) written before this log began "
                     "(a dir store's log is each clone's own)")
@@ -224,7 +213,7 @@ class AuditLog:
             with locked(self.path, flags=os.O_RDWR | os.O_CREAT | os.O_APPEND) as fd:
                 size = os.fstat(fd).st_size
                 last_line, _ = _tail(fd, size)
-                last = _parse(last_line) if last_line is not None else None
+                last = parse(last_line) if last_line is not None else None
                 try:
                     head = self._read_head()
                     old_head: Any = {"seq": head[0], "hash": head[1]} if head else "missing"
@@ -239,7 +228,7 @@ class AuditLog:
                     "old_log": None,
                 }
                 if size:
-                    kept = self.path.with_name(f"{self.path.name}.{_timestamp(self.clock()).replace(':', '')}.old")
+                    kept = self.path.with_name(f"{self.path.name}.{timestamp(self.clock()).replace(':', '')}.old")
                     shutil.copyfile(self.path, kept)
                     with open(kept, "rb+") as fh:
                         os.fsync(fh.fileno())
@@ -248,23 +237,23 @@ class AuditLog:
                     details["secrets"] = self.vault_size()
                 os.ftruncate(fd, 0)
                 self.head_path.unlink(missing_ok=True)
-                entries = [_entry({"action": "audit.reset", "details": details})]
+                entries = [entry({"action": "audit.reset", "details": details})]
                 return self._append_locked(fd, entries, resetting=True)[0]
         except OSError as exc:
             raise AuditError(f"cannot reset audit log {self.path}: {exc.strerror or exc}") from exc
 
     # -- internals -------------------------------------------------------
 
-    def _append_locked(self, fd: int, entries: list[tuple], *, resetting: bool = False) -> list[dict[str, Any]]:
+    def _append_locked(self, fd: int, entries: list[Entry], *, resetting: bool = False) -> list[dict[str, Any]]:
         size = os.fstat(fd).st_size
         last_line, torn = _tail(fd, size)
-        last = _parse(last_line) if last_line is not None else None
+        last = parse(last_line) if last_line is not None else None
         if last_line is not None and last is None:
             raise AuditError(f"audit log {self.path} ends with a line that is not a record; run keystead audit verify")
         head = self._read_head()
         anchor = None if resetting else self._read_anchor()
         self._check_anchor(anchor, last)  # before anything is written, even a new head
-        repair: list[tuple] = []
+        repair: list[Entry] = []
         if size == 0 and head is None:
             self._write_head(0, GENESIS)
             fsync_folder(self.path.parent)
@@ -278,8 +267,8 @@ class AuditLog:
             repair.append(("audit.repair", None, None, "ok", {"head": "restored from the vault database's anchor"}))
         lines: list[str] = []
         if torn:
-            candidate = _parse(torn + b"\n")
-            if candidate is not None and _links(candidate, last):
+            candidate = parse(torn + b"\n")
+            if candidate is not None and links(candidate, last):
                 lines.append("")  # a whole record that only lacks its newline: finish it
                 last = candidate
             else:  # half a record from a writer that died: never acknowledged, so cut it off
@@ -288,7 +277,7 @@ class AuditLog:
                 repair = [("audit.repair", None, None, "ok", {"dropped_bytes": len(torn)})]
         self._check_head(head, last)
         prev, seq = (last["hash"], last["seq"]) if last else (GENESIS, 0)
-        ts = _timestamp(self.clock())
+        ts = timestamp(self.clock())
         written = []
         for action, secret, key, result, details in repair + entries:
             seq += 1
@@ -315,7 +304,7 @@ class AuditLog:
         if self.anchor is not None:
             try:
                 self.anchor.write_audit_anchor(seq, prev)
-            except Exception as exc:  # noqa: BLE001 - any store failure: the record is written, say so
+            except Exception as exc:  # any store failure: the record is written, say so
                 raise AuditError(f"audit record {seq} appended, but its anchor in the vault database was not "
                                  f"updated: {exc}") from exc
         return written[len(repair) :]
@@ -325,7 +314,7 @@ class AuditLog:
             return None
         try:
             return self.anchor.read_audit_anchor()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise AuditError(f"cannot read the audit anchor in the vault database: {exc}") from exc
 
     def _check_anchor(self, anchor: tuple[int, str] | None, last: dict[str, Any] | None) -> None:
@@ -334,25 +323,13 @@ class AuditLog:
         last_seq = last["seq"] if last else 0
         problem = None
         if anchor[0] > last_seq:
-            problem = self._anchor_problem(anchor, last_seq, None)
+            problem = anchor_problem(anchor, last_seq, None)
         elif (anchor[0] == last_seq and last and anchor[1] != last["hash"]) or (
             last and anchor[0] == last_seq - 1 and anchor[1] != last["prev"]
         ):
             problem = f"record {anchor[0]} does not match the vault database's anchor (the log was rewritten?)"
         if problem:
             raise AuditError(f"audit log {self.path}: {problem}; run keystead audit verify")
-
-    def _anchor_problem(self, anchor: tuple[int, str] | None, last_seq: int, seen: str | None) -> str | None:
-        if anchor is None:
-            return None
-        seq, digest = anchor
-        if seq > last_seq:
-            if last_seq == 0:
-                return f"the audit log is missing or empty, but the vault database says it reached record {seq}"
-            return f"records after {last_seq} were deleted (the vault database says the log reached record {seq})"
-        if seen != digest:
-            return f"record {seq} does not match the vault database's anchor (the log was rewritten?)"
-        return None
 
     def _check_head(self, head: tuple[int, str] | None, last: dict[str, Any] | None) -> None:
         last_seq = last["seq"] if last else 0
@@ -398,11 +375,12 @@ class AuditLog:
         raise AuditError(f"audit head file {self.head_path} is damaged; run keystead audit verify")
 
     def _write_head(self, seq: int, digest: str) -> None:
-        write_atomic(self.head_path, json.dumps({"seq": seq, "hash": digest}).encode("ascii") + b"\n", sync_folder=False)
+        write_atomic(self.head_path, json.dumps({"seq": seq, "hash": digest}).encode("ascii") + b"\n",
+                     sync_folder=False)
 
     def _lines(self) -> Iterator[tuple[int, bytes]]:
         try:
-            fh = open(self.path, "rb")
+            fh = open(self.path, "rb")  # noqa: SIM115 - opened apart so a missing log is not a read error; `with fh` below
         except FileNotFoundError:
             return
         except OSError as exc:
@@ -412,83 +390,6 @@ class AuditLog:
                 yield from enumerate(fh, 1)
             except OSError as exc:
                 raise AuditError(f"cannot read audit log {self.path}: {exc.strerror or exc}") from exc
-
-
-def _entry(r: Mapping[str, Any]) -> tuple:
-    unknown = set(r) - {"action", "secret", "key", "result", "details"}
-    if unknown:
-        raise AuditError(f"audit record: unknown field(s) {', '.join(sorted(unknown))}")
-    action, result = r.get("action"), r.get("result", "ok")
-    secret, key, details = r.get("secret"), r.get("key"), dict(r.get("details") or {})
-    if not isinstance(action, str) or not action:
-        raise AuditError("audit record: action must be a non-empty string")
-    if not isinstance(result, str) or not result:
-        raise AuditError("audit record: result must be 'ok' or an error class name")
-    for name, value in (("secret", secret), ("key", key)):
-        if value is not None and not isinstance(value, str):
-            raise AuditError(f"audit record: {name} must be a string or None")
-    _check_details(details)
-    if len(json.dumps(details, ensure_ascii=True, allow_nan=False)) > MAX_RECORD_BYTES:
-        raise AuditError(f"audit record: details larger than {MAX_RECORD_BYTES} bytes")
-    return action, secret, key, result, details
-
-
-def _check_details(details: Any) -> None:
-    """Refuse anything that could carry a secret: forbidden key names, bytes, odd types."""
-    if isinstance(details, Mapping):
-        for k, v in details.items():
-            if not isinstance(k, str):
-                raise AuditError("audit details: keys must be strings")
-            if k.lower() in FORBIDDEN_DETAILS:
-                raise AuditError(f"audit details must never hold secret material (key {k!r} refused)")
-            _check_details(v)
-    elif isinstance(details, (list, tuple)):
-        for v in details:
-            _check_details(v)
-    elif not (details is None or isinstance(details, (str, int, float, bool))):
-        raise AuditError(f"audit details: {type(details).__name__} values are not allowed")
-
-
-def _parse(raw: bytes) -> dict[str, Any] | None:
-    """A record from one line, or None if the line is not a well-formed record."""
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(record, dict) or tuple(record) != FIELDS:
-        return None
-    if type(record["seq"]) is not int or not all(isinstance(record[k], str) for k in ("prev", "hash")):
-        return None
-    return record
-
-
-def _links(record: dict[str, Any], last: dict[str, Any] | None) -> bool:
-    prev, seq = (last["hash"], last["seq"]) if last else (GENESIS, 0)
-    return record["seq"] == seq + 1 and record["prev"] == prev and record_hash(record) == record["hash"]
-
-
-def _chain_break(record: dict, lineno: int, expected: int, prev: str, rest: list) -> tuple[int, int, str]:
-    """Say why ``record`` does not follow the one before it: (first bad seq, line, problem)."""
-    seq = record["seq"]
-    later = [r for r in rest if r is not None]
-    if any(r["hash"] == record["prev"] for r in later):  # it belongs after a record further down
-        return expected, lineno, f"record {expected} is out of order (record {seq} comes before it)"
-    nxt = rest[0] if rest else None
-    if nxt is not None and nxt["seq"] == expected and nxt["prev"] == prev:
-        return seq, lineno, f"record {seq} at line {lineno} was inserted (record {expected - 1} is followed by it)"
-    if seq > expected:
-        if any(r["seq"] == expected for r in later):
-            return expected, lineno, f"record {expected} is out of order (record {seq} comes before it)"
-        if seq == expected + 1:
-            return expected, lineno, f"record {expected} is missing (deleted)"
-        return expected, lineno, f"records {expected} to {seq - 1} are missing (deleted)"
-    if seq < expected:
-        return seq, lineno, f"record {seq} appears twice (line {lineno}): a record was inserted"
-    return seq, lineno, f"record {seq} was inserted (it does not link to record {expected - 1})"
-
-
-def _bad(last_good: int, seq: int | None, line: int | None, problem: str) -> AuditReport:
-    return AuditReport(ok=False, records=last_good, first_bad_seq=seq, first_bad_line=line, problem=problem)
 
 
 def _tail(fd: int, size: int) -> tuple[bytes | None, bytes]:
@@ -505,7 +406,3 @@ def _tail(fd: int, size: int) -> tuple[bytes | None, bytes]:
         if start != -1 or pos == 0:
             return buf[start + 1 : end + 1], buf[end + 1 :]
     return None, buf
-
-
-def _timestamp(now: datetime) -> str:
-    return iso(now, millis=True)

@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from keystead.envelope import check_name
 from keystead.errors import ConfigError, KeysteadError
@@ -21,6 +21,7 @@ from keystead.providers.options import EXCLUSIVE_BY_DEFAULT, KEY_OPTIONS, PROVID
 CONFIG_NAME = "keystead.toml"
 DEFAULT_PERIOD_DAYS = 90
 PERIOD_RANGE = (1, 2560)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +94,18 @@ class _Reader:
     def fail(self, where: str, message: str) -> ConfigError:
         return ConfigError(f"{self.path}: {where}: {message}")
 
-    def table(self, doc: dict, name: str, where: str) -> dict:
+    def table(self, doc: Mapping[str, Any], name: str, where: str) -> dict[str, Any]:
         value = doc.get(name, {})
         if not isinstance(value, dict):
             raise self.fail(f"{where}{name}", "must be a table")
         return value
 
-    def get(self, doc: dict, name: str, kind: type, where: str, default=None):
+    @overload
+    def get(self, doc: Mapping[str, Any], name: str, kind: type[_T], where: str) -> _T | None: ...
+    @overload
+    def get(self, doc: Mapping[str, Any], name: str, kind: type[_T], where: str, default: _T) -> _T: ...
+    def get(self, doc: Mapping[str, Any], name: str, kind: type[_T], where: str,
+            default: _T | None = None) -> _T | None:
         value = doc.get(name, default)
         if value is None:
             return None
@@ -107,13 +113,13 @@ class _Reader:
             raise self.fail(f"{where}.{name}", f"must be {kind.__name__}, got {type(value).__name__}")
         return value
 
-    def int_in(self, doc: dict, name: str, where: str, default: int, lo: int, hi: int) -> int:
+    def int_in(self, doc: Mapping[str, Any], name: str, where: str, default: int, lo: int, hi: int) -> int:
         value = self.get(doc, name, int, where, default)
         if not lo <= value <= hi:
             raise self.fail(f"{where}.{name}", f"must be {lo}..{hi}, got {value}")
         return value
 
-    def unknown(self, doc: dict, allowed: set[str], where: str) -> None:
+    def unknown(self, doc: Mapping[str, Any], allowed: set[str], where: str) -> None:
         extra = sorted(set(doc) - allowed)
         if extra:
             raise self.fail(where, f"unknown field(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})")

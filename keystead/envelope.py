@@ -28,7 +28,9 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from keystead.errors import FormatError, InputError, UnsupportedVersion
 
@@ -46,6 +48,7 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
 _VERSION = re.compile(r"[A-Za-z0-9_.:/\-]{1,128}")
 _FIELDS = ("keystead", "vault", "name", "created_at", "cipher", "nonce", "ciphertext", "slots")
 _SLOT_FIELDS = ("key", "provider", "version", "wrapped_at", "wrapped")
+_T = TypeVar("_T")
 
 
 def check_name(name: str, what: str = "secret name") -> str:
@@ -155,14 +158,14 @@ def encode(envelope: Envelope) -> bytes:
     return (json.dumps(doc, indent=2, ensure_ascii=True) + "\n").encode("ascii")
 
 
-def _field(doc: dict, name: str, kind: type, where: str):
+def _field(doc: Mapping[str, object], name: str, kind: type[_T], where: str) -> _T:
     value = doc.get(name)
     if type(value) is not kind:  # bool is not an int here
         raise FormatError(f"envelope {where}: field {name!r} must be {kind.__name__}")
     return value
 
 
-def _bytes(doc: dict, name: str, where: str, *, lo: int, hi: int) -> bytes:
+def _bytes(doc: Mapping[str, object], name: str, where: str, *, lo: int, hi: int) -> bytes:
     text = _field(doc, name, str, where)
     try:
         raw = base64.b64decode(text, validate=True)

@@ -48,10 +48,8 @@ def write_atomic(target: Path, data: bytes, *, mode: int = 0o600, sync_folder: b
             os.close(fd)
         os.replace(temp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(temp)
-        except OSError:
-            pass
         raise
     if sync_folder:
         fsync_folder(target.parent)

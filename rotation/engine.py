@@ -47,15 +47,28 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from keystead.clock import epoch, iso
 from keystead.config import KeyConfig
 from keystead.errors import KeysteadError, NotFoundError, ProviderUnavailable, RotationBusy, RotationError
 from keystead.providers import ManagedKey, RotationKind
 from keystead.rotation import planner, retire, rewrap
-from keystead.rotation.state import DONE, PLANNED, RETIRED, REWRAPPING, ROTATED, VERIFIED, Rotation, StateDB, StateDBError
+from keystead.rotation.state import (
+    DONE,
+    PLANNED,
+    RETIRED,
+    REWRAPPING,
+    ROTATED,
+    VERIFIED,
+    Rotation,
+    StateDB,
+    StateDBError,
+)
 from keystead.rotation.stores import StoreSet, behind
+
+if TYPE_CHECKING:
+    from keystead.vault import Vault
 
 MAX_PASSES = 3
 MAX_AUDIT_NAMES = 20
@@ -63,6 +76,7 @@ MAX_AUDIT_NAMES = 20
 log = logging.getLogger("keystead.rotation")
 LOG_FORMAT = "%(asctime)s level=%(levelname)s %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+_T = TypeVar("_T")
 
 
 class Outcome(enum.StrEnum):
@@ -135,7 +149,7 @@ class Engine:
     batch and returns with outcome ``paused``.
     """
 
-    def __init__(self, vault, state: StateDB, *, now: datetime, progress: Progress | None = None,  # noqa: ANN001
+    def __init__(self, vault: Vault, state: StateDB, *, now: datetime, progress: Progress | None = None,
                  stop: threading.Event | None = None, rng: random.Random | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
                  stores: StoreSet | None = None) -> None:
@@ -231,7 +245,7 @@ class Engine:
         return KeyResult(name, outcome, state=latest.state if latest else None, message=message)
 
     @staticmethod
-    def _safe(call: Callable[[], Any]) -> Any:
+    def _safe(call: Callable[[], _T]) -> _T | None:
         try:
             return call()
         except RotationError:

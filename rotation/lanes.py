@@ -12,12 +12,14 @@ Crash safety is the single-process argument, per lane: each batch is backed
 up, then swapped in with a compare-and-swap per slot, then the lane's cursor
 moves. A lane process whose parent dies (SIGKILL) stops after the batch in
 hand; a restarted worker resumes every unfinished lane from its cursor, and
-a slot rewrapped twice meanwhile is refused by the compare-and-swap. The wrapper the parent's vault was opened with (``Vault.open(...,
+a slot rewrapped twice meanwhile is refused by the compare-and-swap.
+
+The wrapper the parent's vault was opened with (``Vault.open(...,
 wrap_key=...)``: caching, rate limiting, metrics) is handed to every lane
 (it must be picklable: a module-level function or class), so a lane's key
-calls go through it too. Stop
-(SIGTERM/SIGINT) is passed on to the lanes, which finish their batch and
-exit; the parent then reports the rotation paused.
+calls go through it too. Stop (SIGTERM/SIGINT) is passed on to the lanes,
+which finish their batch and exit; the parent then reports the rotation
+paused.
 """
 
 from __future__ import annotations
@@ -28,15 +30,20 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from keystead.errors import KeysteadError, RotationError
+
+if TYPE_CHECKING:
+    from keystead.providers import KeyWrapper
+    from keystead.rotation.engine import Engine
+    from keystead.rotation.state import Lane, Rotation
 
 POLL_SECONDS = 0.25
 
 
-def run_lanes(engine, rot, lanes, store: str) -> None:  # noqa: ANN001 - Engine, Rotation, Lanes
+def run_lanes(engine: Engine, rot: Rotation, lanes: list[Lane], store: str) -> None:
     """Rewrap ``lanes`` (of the store with id ``store``) of ``rot`` in one process each; return when all
     have ended."""
     ctx = multiprocessing.get_context("spawn")
@@ -57,7 +64,7 @@ def run_lanes(engine, rot, lanes, store: str) -> None:  # noqa: ANN001 - Engine,
         while any(p.is_alive() for p in procs):
             if engine.stop.wait(POLL_SECONDS):
                 for p in procs:
-                    if p.is_alive():
+                    if p.is_alive() and p.pid is not None:  # alive: started, so it has a pid
                         os.kill(p.pid, signal.SIGTERM)
                 for p in procs:
                     p.join()
@@ -85,10 +92,11 @@ def _log_level() -> int:
 
 def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: int, store: str,
               now: float, parent_pid: int, log_level: int = logging.CRITICAL + 1,
-              wrap_key: Callable[..., object] | None = None) -> None:
+              wrap_key: KeyWrapper | None = None) -> None:
     """Entry point of one lane process: the same vault (opened through ``Vault.open``, so the same
     key wrappers) and the same batch loop as in-process, over one lane of one store."""
     from keystead.config import load_config
+    from keystead.providers import identity
     from keystead.rotation.engine import LOG_DATE_FORMAT, LOG_FORMAT, Engine
     from keystead.rotation.rewrap import rewrap_range
     from keystead.rotation.state import StateDB
@@ -107,11 +115,11 @@ def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: 
     state = StateDB.open(config.state_url)
     assert state is not None
     try:
-        with Vault.open(config, **({"wrap_key": wrap_key} if wrap_key is not None else {})) as vault:
+        with Vault.open(config, wrap_key=wrap_key if wrap_key is not None else identity) as vault:
             rot = state.get(rotation_id)
             lane = next(x for x in state.lanes(rotation_id) if x.lane == lane_no)
             key = vault.keys[rot.key]
-            engine = Engine(vault, state, now=datetime.fromtimestamp(now, timezone.utc), stop=stop)
+            engine = Engine(vault, state, now=datetime.fromtimestamp(now, UTC), stop=stop)
             try:
                 moved = rewrap_range(engine, key, rot, store=engine.stores.get(store), sid=store, lane=lane)
             finally:
@@ -119,10 +127,10 @@ def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: 
             if not stop.is_set() and not moved:
                 state.finish_lane(rotation_id, lane_no)
     except KeysteadError as exc:
-        state.update(rotation_id, now=datetime.now(timezone.utc), error=f"lane {lane_no}: {exc}")
+        state.update(rotation_id, now=datetime.now(UTC), error=f"lane {lane_no}: {exc}")
         raise SystemExit(1) from None
     except Exception as exc:  # a bug: say its type (never its message, which may quote data)
-        state.update(rotation_id, now=datetime.now(timezone.utc),
+        state.update(rotation_id, now=datetime.now(UTC),
                      error=f"lane {lane_no}: internal error ({type(exc).__name__})")
         raise SystemExit(1) from None
     finally:

@@ -32,12 +32,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypedDict
 
 from keystead.clock import iso_or_none
 from keystead.errors import KeysteadError
 from keystead.providers import RotationKind
 from keystead.rotation.state import Rotation, StateDB
 from keystead.rotation.stores import StoreSet, behind
+
+if TYPE_CHECKING:
+    from keystead.vault import Vault
 
 REWRAP_RATES = {"local": 100_000.0, "age": 4_000.0, "aws": 800.0, "gcp": 800.0}
 """Slots rewrapped per second, by provider, used for the estimate."""
@@ -105,6 +109,15 @@ class KeyPlan:
         }
 
 
+class _PlanBase(TypedDict):
+    """The fields every KeyPlan of a key has, whatever its action."""
+
+    name: str
+    ref: str
+    provider: str
+    period_days: int
+
+
 def provider_name(ref: str) -> str:
     try:
         from keystead.providers import provider_of
@@ -114,11 +127,12 @@ def provider_name(ref: str) -> str:
         return "?"
 
 
-def plan_key(vault, name: str, state: StateDB | None, *, as_of: datetime, force: bool = False,  # noqa: ANN001
+def plan_key(vault: Vault, name: str, state: StateDB | None, *, as_of: datetime, force: bool = False,
              stores: StoreSet | None = None) -> KeyPlan:
     """The plan for one configured key as of ``as_of``. Reads only."""
     kc = vault.config.keys[name]
-    base = dict(name=name, ref=kc.ref, provider=provider_name(kc.ref), period_days=kc.rotation_period_days)
+    base: _PlanBase = {"name": name, "ref": kc.ref, "provider": provider_name(kc.ref),
+                       "period_days": kc.rotation_period_days}
     latest = state.latest(name) if state is not None else None
     unread = tuple((u.secret, u.reason) for u in state.unreadable_slots(latest.id)) if latest and state else ()
     key = vault.keys.get(name)
@@ -164,7 +178,7 @@ def plan_key(vault, name: str, state: StateDB | None, *, as_of: datetime, force:
     )
 
 
-def plan(vault, state: StateDB | None, *, as_of: datetime, only: str | None = None,  # noqa: ANN001
+def plan(vault: Vault, state: StateDB | None, *, as_of: datetime, only: str | None = None,
          force: bool = False) -> list[KeyPlan]:
     """Plans for every configured key (or ``only`` one), in config order."""
     names = [only] if only else list(vault.config.keys)

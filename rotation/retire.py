@@ -74,8 +74,8 @@ def retire(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
     for v in old:
         if v not in held:
             # The ledger first: a crash before the disable leaves a ledger row that the next
-            # purge sees is not disabled at the provider, and forgets; never a disabled version
-            # that no ledger row will ever delete or report.
+            # sweep's delete phase (purge) sees is not disabled at the provider, and forgets;
+            # never a disabled version that no ledger row will ever delete or report.
             engine.state.record_retirement(key.ref, v, state=DISABLED, rotation_id=rot.id, now=engine.now)
             key.disable(v)
             engine.event("disable", rot, key=key.ref, version=v)

@@ -8,7 +8,7 @@ lane (:func:`rewrap_range`):
 
 1. read the next slots behind the target version after the cursor;
 2. ``rewrap_many``: one result per slot, a new wrapped key with its own
-   version (a cloud key that moved mid-batch puts items on a newer version:
+   version (a cloud key that moved mid-batch puts slots on a newer version:
    each is written with its own, and the rotation retargets), or a
    decryption failure (the slot is recorded unreadable and skipped);
 3. one state commit: this batch's old wrapped keys as a backup, and the
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from keystead.clock import epoch
 from keystead.crypto import open_with_dek, unwrap_slot
@@ -127,7 +127,7 @@ def rewrap_range(engine: Engine, key: ManagedKey, rot: Rotation, *, store: Store
                                 op="rewrap", key=ref)
         stamp = engine.stamp
         updates = []
-        for r, w in zip(live, results):
+        for r, w in zip(live, results, strict=True):  # equal lengths: checked above
             if type(w) is Wrapped:
                 # Compare-and-swap on the version and the wrapped bytes read: a secret re-set meanwhile
                 # (by a process still wrapping under the old version) keeps its new slot.
@@ -146,7 +146,7 @@ def rewrap_range(engine: Engine, key: ManagedKey, rot: Rotation, *, store: Store
         written = store.replace_slots(ref, updates) if updates else 0
         cursor = rows[-1].secret
         written_batch = Batch(cursor, written, tuple(failed))
-        extra: dict[str, object] = {"lane": lane.lane}
+        extra: dict[str, Any] = {"lane": lane.lane}
         if failed:
             from keystead.rotation.engine import capped
 
@@ -185,7 +185,8 @@ def verify(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
     checked, bad, payload = 0, [], []
     for sid, store in per_store:
         if sample:
-            names = _sample(engine, rid, sid, max(1, engine.settings.verify_sample_size * store_share(store, ref, slots)))
+            share = store_share(store, ref, slots)
+            names = _sample(engine, rid, sid, max(1, engine.settings.verify_sample_size * share))
             envelopes: Iterable[Envelope] = _get_each(store, names)
         else:
             envelopes = store.iter_envelopes(batch=2000, on_damaged=lambda _n, _e: None)
@@ -214,9 +215,9 @@ def verify(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
     rot = engine.state.update(rid, now=engine.now, state=VERIFIED, verified=checked,
                               verified_at=epoch(engine.now), error=None)
     deleted = engine.state.delete_backups(rid)
+    unreachable: dict[str, Any] = {"stores_unreachable": len(engine.stores.errors)} if engine.stores.errors else {}
     engine.event("verify", rot, key=ref, mode=f"sample of {checked}" if sample else "all", checked=checked,
-                 slots=slots, behind=lag, unreadable=len(unread), backup_batches_deleted=deleted,
-                 **({"stores_unreachable": len(engine.stores.errors)} if engine.stores.errors else {}))
+                 slots=slots, behind=lag, unreadable=len(unread), backup_batches_deleted=deleted, **unreachable)
     return rot
 
 

@@ -15,10 +15,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from keystead.errors import KeysteadError
 from keystead.stores import Store, open_store
 from keystead.stores.base import DAMAGED
+
+if TYPE_CHECKING:
+    from keystead.vault import Vault
 
 LEGACY = ""
 """The store id of rows written before stores had ids: the store that rotation ran on."""
@@ -63,7 +67,7 @@ class Proof:
 class StoreSet:
     """The stores of one open vault's config, opened on first use; the vault's own store is reused."""
 
-    def __init__(self, vault) -> None:  # noqa: ANN001 - keystead.vault.Vault (no import cycle)
+    def __init__(self, vault: Vault) -> None:
         self.vault = vault
         config = vault.config
         urls = list(config.stores) or [config.store_url]

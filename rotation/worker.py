@@ -24,13 +24,20 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from keystead.clock import parse_iso, utcnow
 from keystead.errors import KeysteadError
 from keystead.rotation.engine import Engine, Progress, SweepResult
 from keystead.rotation.state import StateDB
+
+if TYPE_CHECKING:
+    from keystead.config import Config
+    from keystead.rotation.engine import KeyResult
+    from keystead.vault import Vault
 
 JOB_ID = "keystead-sweep"
 JOB_FUNC = "keystead.rotation.worker:scheduled_sweep"
@@ -41,7 +48,7 @@ _sweeping = threading.Lock()
 
 
 @contextmanager
-def opened(config) -> Iterator[tuple[object, StateDB]]:
+def opened(config: Config) -> Iterator[tuple[Vault, StateDB]]:
     """The vault and its state database (created if missing), closed after."""
     from keystead.vault import Vault
 
@@ -54,9 +61,9 @@ def opened(config) -> Iterator[tuple[object, StateDB]]:
         state.close()
 
 
-def run_once(config, *, as_of: datetime | None = None, only: str | None = None, force: bool = False,
+def run_once(config: Config, *, as_of: datetime | None = None, only: str | None = None, force: bool = False,
              progress: Progress | None = None, stop: threading.Event | None = None,
-             on_event: Callable[[str, dict], None] | None = None) -> SweepResult:
+             on_event: Callable[[str, dict[str, Any]], None] | None = None) -> SweepResult:
     """One sweep over every key (or ``only`` one); the result says what happened to each."""
     with opened(config) as (vault, state):
         engine = Engine(vault, state, now=as_of or utcnow(), progress=progress,
@@ -69,7 +76,7 @@ def run_once(config, *, as_of: datetime | None = None, only: str | None = None, 
             engine.close()
 
 
-def abandon(config, key: str, *, as_of: datetime | None = None):  # noqa: ANN001, ANN201
+def abandon(config: Config, key: str, *, as_of: datetime | None = None) -> KeyResult:
     """``keystead rotate KEY --abandon``."""
     with opened(config) as (vault, state):
         engine = Engine(vault, state, now=as_of or utcnow())
@@ -79,7 +86,7 @@ def abandon(config, key: str, *, as_of: datetime | None = None):  # noqa: ANN001
             engine.close()
 
 
-def restore_version(config, key: str, version: str) -> str:  # noqa: ANN001
+def restore_version(config: Config, key: str, version: str) -> str:
     """``keystead keys restore KEY VERSION``."""
     from keystead.rotation.retire import restore_version as restore
 
@@ -117,7 +124,7 @@ def scheduled_sweep(config_path: str, profile: str | None = None, as_of: str | N
 def stop_on_signals(stop: threading.Event, then: Callable[[], None] | None = None) -> Iterator[None]:
     """SIGTERM/SIGINT set ``stop`` (and call ``then``) instead of killing the process."""
 
-    def handler(signum, _frame) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: finishing the current batch, then exiting", signal.Signals(signum).name)
         stop.set()
         if then is not None:
@@ -131,7 +138,7 @@ def stop_on_signals(stop: threading.Event, then: Callable[[], None] | None = Non
             signal.signal(s, h)
 
 
-def run_scheduler(config, *, interval_minutes: int | None = None, as_of: datetime | None = None) -> None:
+def run_scheduler(config: Config, *, interval_minutes: int | None = None, as_of: datetime | None = None) -> None:
     """``keystead worker``: sweep now and then every interval, until SIGTERM/SIGINT."""
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.blocking import BlockingScheduler
@@ -145,7 +152,7 @@ def run_scheduler(config, *, interval_minutes: int | None = None, as_of: datetim
             scheduler = BlockingScheduler(
                 jobstores={"default": SQLAlchemyJobStore(engine=state.engine, tablename="keystead_scheduler_jobs")},
                 executors={"default": {"type": "threadpool", "max_workers": 1}},
-                timezone=timezone.utc,
+                timezone=UTC,
             )
             scheduler.add_job(
                 JOB_FUNC, "interval", minutes=minutes, id=JOB_ID, name="keystead rotation sweep",

@@ -8,7 +8,7 @@ import json
 import multiprocessing
 import os
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -19,7 +19,7 @@ from keystead.errors import AuditError
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 15, 8, tzinfo=timezone.utc)
+        self.now = datetime(2026, 11, 23, 15, 8, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         self.now += timedelta(seconds=1)
@@ -208,7 +208,7 @@ def test_missing_head(log):
     _fill(log, 3)
     log.head_path.unlink()
     _check(log, None, None, "head file")
-    with pytest.raises(AuditError, match="head file .* is missing"):
+    with pytest.raises(AuditError, match=r"head file .* is missing"):
         log.append("secrets.get", secret="A")
 
 

@@ -182,7 +182,7 @@ def test_an_internal_error_is_one_line_and_exit_70(ws: Workspace, monkeypatch: p
     # docs/cli.md: 70 is an internal error (a bug), one line unless --debug.
     from keystead.vault import Vault
 
-    def broken(self):  # noqa: ANN001
+    def broken(self):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(Vault, "names", broken)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 from pyrage import x25519
 
 from keystead.config import load_config
-from keystead.errors import EXIT_CODES, DecryptError, FormatError, UnsupportedVersion
+from keystead.errors import EXIT_CODES, DecryptError
 from keystead.vault import Vault
 from tests.conftest import Workspace
 
@@ -126,11 +127,11 @@ def test_a_renamed_vault_says_which_name_the_envelope_was_sealed_under(dir_ws: W
 
 def test_a_key_file_made_unreadable_after_open_is_named_not_hidden(dir_ws: Workspace) -> None:
     import os
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     config = load_config(dir_ws.config)
     with Vault.open(config) as long_lived, Vault.open(config) as other:
-        other.keys["main"].rotate(now=datetime.now(timezone.utc), token="t")
+        other.keys["main"].rotate(now=datetime.now(UTC), token="t")
         other.set("A", b"resealed")  # now under version 2, which long_lived has not loaded
         os.chmod(config.key_file, 0o644)
         with pytest.raises(Exception) as info:

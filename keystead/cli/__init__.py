@@ -26,6 +26,7 @@ try:
     import importlib
     import os
     import traceback
+    from typing import Any
 
     import click
 
@@ -73,7 +74,7 @@ def _silence_stdout() -> None:
 
 # -- global options, before or after the subcommand -----------------------------------
 
-def _set_global(ctx: click.Context, param: click.Parameter, value):
+def _set_global(ctx: click.Context, param: click.Parameter, value: object) -> object:
     if value is None or value is False:
         return value
     app = ctx.find_object(App)
@@ -99,7 +100,7 @@ def _hoist_globals(command: click.Command) -> click.Command:
         return command
     taken = {opt for p in command.params for opt in getattr(p, "opts", ())}
     command.params.extend(o for o in _global_options() if not taken & set(o.opts))
-    command._keystead_globals = True  # type: ignore[attr-defined]
+    command._keystead_globals = True  # type: ignore[attr-defined]  # our marker: click declares no such attribute
     if isinstance(command, click.Group):
         for sub in command.commands.values():
             _hoist_globals(sub)
@@ -120,7 +121,7 @@ class KeysteadGroup(click.Group):
         command = self.commands.get(name)
         return _hoist_globals(command) if command is not None else None
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:  # click.Group.invoke returns the command's value, Any
         try:
             return super().invoke(ctx)
         except KeysteadError as exc:
@@ -145,7 +146,7 @@ class KeysteadGroup(click.Group):
                        "run with --debug and report it", err=True)
             ctx.exit(INTERNAL_ERROR)
 
-    def main(self, *args, **kwargs):
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().main(*args, **kwargs)
         except PipeClosed:

@@ -15,10 +15,17 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import click
 
 from keystead.config import Config, load_config
+
+if TYPE_CHECKING:  # rich and the vault load only when used (see the module docstring)
+    from rich.console import Console
+    from rich.text import Text
+
+    from keystead.vault import Vault
 
 
 @dataclass
@@ -27,7 +34,7 @@ class App:
     profile: str | None = None
     debug: bool = False
     _config: Config | None = field(default=None, repr=False)
-    _vault: object = field(default=None, repr=False)
+    _vault: Vault | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Config:
@@ -39,7 +46,7 @@ class App:
         return self.config
 
     @property
-    def vault(self):
+    def vault(self) -> Vault:
         if self._vault is None:
             from keystead.vault import Vault
 
@@ -56,17 +63,17 @@ pass_app = click.make_pass_decorator(App)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
-def console():
+def console() -> Console:
     """A rich console on standard output (for a terminal)."""
     return _console(stderr=False)
 
 
-def err_console():
+def err_console() -> Console:
     """A rich console on standard error."""
     return _console(stderr=True)
 
 
-def _console(*, stderr: bool):
+def _console(*, stderr: bool) -> Console:
     from rich.console import Console
 
     class _Console(Console):
@@ -92,7 +99,7 @@ def plain(text: str) -> str:
     return _MARKUP.sub(r"\2", text)
 
 
-def _rich_text(text: str):
+def _rich_text(text: str) -> Text:
     """``text`` as a rich Text, styling only keystead's markup (brackets in data stay as they are)."""
     from rich.text import Text
 
@@ -118,8 +125,9 @@ class Table:
     """The one table of the command line (keys list/show, status, rotate --dry-run, audit show).
 
     Piped (standard output is not a terminal): plain columns aligned with two
-    spaces, full values, no ellipsis and no wrapping, under the title line. On a terminal: a rich table whose long cells fold onto
-    more lines instead of being cut. ``--json`` is the machine format.
+    spaces, full values, no ellipsis and no wrapping, under the title line.
+    On a terminal: a rich table whose long cells fold onto more lines instead
+    of being cut. ``--json`` is the machine format.
     """
 
     def __init__(self, *columns: str, title: str | None = None) -> None:
@@ -143,7 +151,7 @@ class Table:
         rows = [self.columns] + [[plain(c).replace("\n", " ") for c in r] for r in self.rows]
         widths = [max(len(r[i]) for r in rows) for i in range(len(self.columns))]
         for r in rows:
-            out.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+            out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() + "\n")
         out.flush()
 
     def _print_rich(self) -> None:

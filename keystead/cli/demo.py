@@ -21,7 +21,7 @@ import hashlib
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 SECRETS = 5_000
@@ -61,7 +61,7 @@ def seed(folder: Path) -> bool:
     config_path.write_text(CONFIG, encoding="utf-8")
     try:
         config = load_config(config_path)
-        then = datetime.now(timezone.utc) - timedelta(days=AGE_DAYS)
+        then = datetime.now(UTC) - timedelta(days=AGE_DAYS)
         LocalKeyFile(config.key_file).create("main", now=then)
         with Vault.open(config, clock=lambda: then) as vault:
             vault.import_many({f"DEMO_{i:05d}": demo_value(f"DEMO_{i:05d}") for i in range(SECRETS)})
@@ -72,7 +72,7 @@ def seed(folder: Path) -> bool:
     return True
 
 
-def keystead(folder: Path, *args: str, capture: bool = False) -> subprocess.CompletedProcess:
+def keystead(folder: Path, *args: str, capture: bool = False) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-m", "keystead.cli", "--config", str(folder / "keystead.toml"), *args],
                           capture_output=capture, cwd=folder)
 
@@ -80,7 +80,10 @@ def keystead(folder: Path, *args: str, capture: bool = False) -> subprocess.Comp
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     folder = Path(args[0] if args else "demo").resolve()
-    say = lambda text: print(f"\n== {text}", flush=True)  # noqa: E731
+
+    def say(text: str) -> None:
+        print(f"\n== {text}", flush=True)
+
     t0 = time.monotonic()
     if seed(folder):
         say(f"seeded {folder}: {SECRETS} secrets under local:main, version 1 created {AGE_DAYS} days ago")

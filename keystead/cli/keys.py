@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import click
+
 from keystead.cli.app import App, Table, complete_key, console, err_console, json_option, pass_app, print_json
 from keystead.config import KeyConfig
 from keystead.envelope import check_name
 from keystead.errors import InputError, KeysteadError, NotFoundError
 from keystead.providers import KeyInfo, RotationKind
-
 
 MAX_LOCAL_NAME = 64
 
@@ -20,7 +21,7 @@ def keys() -> None:
     """List, show and create keys."""
 
 
-def _summary(kc: KeyConfig, info: KeyInfo | None, error: str | None) -> dict:
+def _summary(kc: KeyConfig, info: KeyInfo | None, error: str | None) -> dict[str, Any]:  # a JSON row
     row = {"name": kc.name, "ref": kc.ref, "rotation_period_days": kc.rotation_period_days}
     if info is not None:
         row.update(
@@ -39,7 +40,7 @@ def _summary(kc: KeyConfig, info: KeyInfo | None, error: str | None) -> dict:
     return row
 
 
-def _describe_all(app: App) -> list[dict]:
+def _describe_all(app: App) -> list[dict[str, Any]]:
     vault = app.vault
     rows = []
     for kc in app.config.keys.values():
@@ -48,7 +49,7 @@ def _describe_all(app: App) -> list[dict]:
             continue
         try:
             rows.append(_summary(kc, vault.keys[kc.name].describe(), None))
-        except Exception as exc:  # noqa: BLE001 - one broken key must not hide the others
+        except Exception as exc:  # one broken key must not hide the others
             # A keystead error says what to fix; anything else (an SDK's) is named by type only.
             rows.append(_summary(kc, None, str(exc) if isinstance(exc, KeysteadError) else type(exc).__name__))
     return rows
@@ -113,7 +114,8 @@ def create(app: App, name: str, period_days: int) -> None:
     """Create local key NAME in the key file and add it to keystead.toml as local:NAME."""
     if len(name) > MAX_LOCAL_NAME:
         # local:NAME takes at most 64 characters; a longer one would write a ref the config then refuses.
-        raise InputError(f"key name {name[:32]}... is too long: a local key name takes at most {MAX_LOCAL_NAME} characters")
+        raise InputError(f"key name {name[:32]}... is too long: "
+                         f"a local key name takes at most {MAX_LOCAL_NAME} characters")
     try:
         check_name(name, "key name")
     except InputError:  # its message gives the secret-name limit (255); a local key name takes 64
@@ -142,10 +144,11 @@ def create(app: App, name: str, period_days: int) -> None:
 @click.argument("version")
 @pass_app
 def restore(app: App, name: str, version: str) -> None:
-    """Bring back VERSION of key NAME that rotation disabled (or scheduled for deletion), while the provider still can."""
+    """Bring back VERSION of key NAME that rotation disabled (or scheduled for deletion),
+    while the provider still can."""
     if name not in app.config.keys:
         raise NotFoundError(f"no key {name!r} in {app.config.path} (see `keystead keys list`)")
-    from keystead.rotation.worker import restore_version
+    from keystead.rotation import restore_version
 
     err_console().print(restore_version(app.config, name, version), soft_wrap=True)
 

@@ -13,12 +13,19 @@ import logging
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, TextIO
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from keystead.cli.app import App, Table, console, err_console, json_option, pass_app, print_json
+
+from keystead.cli.app import App, Table, err_console, json_option, pass_app, print_json
 from keystead.errors import InputError, NotFoundError, RotationBusy, RotationError
+
+if TYPE_CHECKING:  # the rotation package loads only when a command needs it
+    from rich.progress import TaskID
+
+    from keystead.rotation import KeyPlan, SweepResult
 
 as_of_option = click.option("--as-of", "as_of", metavar="DATE",
                             help="Evaluate as if it were DATE (YYYY-MM-DD or ISO 8601, UTC if no zone).")
@@ -31,26 +38,26 @@ def parse_as_of(text: str | None) -> datetime | None:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise InputError(f"--as-of {text!r} is not a date: use YYYY-MM-DD or an ISO 8601 time") from None
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _now(as_of: datetime | None) -> datetime:
-    return as_of or datetime.now(timezone.utc)
+    return as_of or datetime.now(UTC)
 
 
 def _interactive() -> bool:
     return sys.stderr.isatty()
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever sys.stderr is at the time of the record (CliRunner swaps it)."""
 
     @property
-    def stream(self):
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, _value) -> None:
+    def stream(self, _value: TextIO) -> None:
         pass
 
 
@@ -59,7 +66,7 @@ def _setup_logging() -> None:
     if any(isinstance(h, _StderrHandler) for h in logger.handlers):
         return
     handler = _StderrHandler()
-    from keystead.rotation.engine import LOG_DATE_FORMAT, LOG_FORMAT
+    from keystead.rotation import LOG_DATE_FORMAT, LOG_FORMAT
 
     handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
     logger.addHandler(handler)
@@ -72,7 +79,7 @@ class BarProgress:
 
     def __init__(self) -> None:
         self._bar: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
 
     def start(self, key: str, total: int) -> None:
         self._bar = Progress(TextColumn("rewrap [bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -81,7 +88,7 @@ class BarProgress:
         self._task = self._bar.add_task(key, total=total or None)
 
     def advance(self, n: int) -> None:
-        if self._bar is not None:
+        if self._bar is not None and self._task is not None:  # both set by start()
             self._bar.advance(self._task, n)
 
     def finish(self) -> None:
@@ -115,7 +122,7 @@ class LogProgress:
         self.log.info("rewrap.end key=%s done=%d seconds=%.2f", self.key, self.done, elapsed)
 
 
-def _progress():
+def _progress() -> BarProgress | LogProgress:
     return BarProgress() if _interactive() else LogProgress()
 
 
@@ -124,9 +131,8 @@ def _check_key(app: App, key: str | None) -> None:
         raise NotFoundError(f"no key {key!r} in {app.config.path} (configured: {', '.join(app.config.keys) or 'none'})")
 
 
-def _plans(app: App, as_of: datetime, *, only: str | None = None, force: bool = False):
-    from keystead.rotation.planner import plan
-    from keystead.rotation.state import StateDB
+def _plans(app: App, as_of: datetime, *, only: str | None = None, force: bool = False) -> list[KeyPlan]:
+    from keystead.rotation import StateDB, plan
 
     state = StateDB.open(app.config.state_url, create=False)  # read-only: a missing state db stays missing
     try:
@@ -146,7 +152,7 @@ def _fmt_seconds(s: float) -> str:
     return str(timedelta(seconds=round(s)))
 
 
-def _report(result, as_json: bool) -> None:
+def _report(result: SweepResult, as_json: bool) -> None:
     if as_json:
         print_json({"failed": result.failed, "keys": [r.as_dict() for r in result.keys]})
     else:
@@ -165,7 +171,8 @@ def _report(result, as_json: bool) -> None:
 
 @click.command()
 @click.argument("key", required=False)
-@click.option("--dry-run", is_flag=True, help="Print the plan (keys due, envelopes behind, estimated time); change nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (keys due, envelopes behind, estimated time); change nothing.")
 @click.option("--force", is_flag=True,
               help="Rotate KEY now even if it is not due (also while its last rotation waits out its grace period).")
 @click.option("--abandon", is_flag=True,
@@ -178,19 +185,20 @@ def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool,
     """Rotate keys that are due (or KEY), rewrap every envelope, verify, retire old versions."""
     when = parse_as_of(as_of)
     if (force or abandon) and key is None:
-        raise InputError(f"--{'force' if force else 'abandon'} needs a KEY: keystead rotate KEY --{'force' if force else 'abandon'}")
+        flag = "force" if force else "abandon"
+        raise InputError(f"--{flag} needs a KEY: keystead rotate KEY --{flag}")
     if force and abandon:
         raise InputError("--force and --abandon do not go together")
     _check_key(app, key)
     if abandon:
-        from keystead.rotation.worker import abandon as abandon_rotation
+        from keystead.rotation import abandon as abandon_rotation
 
         assert key is not None
-        result = abandon_rotation(app.config, key, as_of=when)
+        abandoned = abandon_rotation(app.config, key, as_of=when)
         if as_json:
-            print_json(result.as_dict())
+            print_json(abandoned.as_dict())
         else:
-            err_console().print(result.message, soft_wrap=True)
+            err_console().print(abandoned.message, soft_wrap=True)
         return
     if dry_run:
         plans = _plans(app, _now(when), only=key, force=force)
@@ -205,7 +213,7 @@ def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool,
                           _fmt_seconds(p.estimated_seconds))
         table.print()
         return
-    from keystead.rotation.worker import run_once, stop_on_signals
+    from keystead.rotation import run_once, stop_on_signals
 
     _setup_logging()
     stop = threading.Event()
@@ -226,7 +234,7 @@ def worker(app: App, once: bool, as_of: str | None, interval: int | None, as_jso
     when = parse_as_of(as_of)
     config = app.config
     _setup_logging()
-    from keystead.rotation.worker import run_once, run_scheduler, stop_on_signals
+    from keystead.rotation import run_once, run_scheduler, stop_on_signals
 
     if not once:
         run_scheduler(config, interval_minutes=interval, as_of=when)
@@ -263,7 +271,7 @@ def status(app: App, as_of: str | None, as_json: bool) -> None:
 _NEVER = {"none": "never", "scheduled": "by provider"}
 
 
-def _state(p) -> str:  # noqa: ANN001 - a KeyPlan
+def _state(p: KeyPlan) -> str:
     rot = p.rotation
     if rot is not None and rot.active:
         state = f"[yellow]{rot.state}[/]" + (f" ({rot.error})" if rot.error else "")
@@ -274,7 +282,9 @@ def _state(p) -> str:  # noqa: ANN001 - a KeyPlan
     elif p.rotation_kind == "none":
         state = "[green]does not rotate[/]"
     else:
-        state = "[green]up to date[/]" + (f" (rotated to {rot.to_version})" if rot is not None and rot.to_version else "")
+        state = "[green]up to date[/]"
+        if rot is not None and rot.to_version:
+            state += f" (rotated to {rot.to_version})"
     if p.unreadable:
         names = ", ".join(f"{s} ({r})" for s, r in p.unreadable[:5])
         state += f"; [red]unreadable: {names}[/] (fix: keystead secrets rm NAME, or restore it from a backup)"

@@ -188,7 +188,7 @@ def run(app: App, only: tuple[str, ...], prefixes: tuple[str, ...], no_override:
                          "leave them out with --only/--prefix, rename them (keystead secrets mv), "
                          "or pass --allow-odd-names")
     wanted = {n for n in chosen if not (no_override and n in os.environ)}
-    count, used = 0, set()
+    count, used = 0, set[str]()
     try:  # one audit record for the whole run (not a secrets.export as well)
         envelopes = (vault.store.get(n) for n in chosen) if only else vault.store.iter_envelopes()
         for envelope in envelopes:

@@ -48,7 +48,8 @@ ref = "{recipient}"     # developers open secrets offline with their age identit
               help="Where to create keystead.toml.")
 @click.option("--store", default="sqlite:///.keystead/vault.db", show_default=True,
               help="Vault store URL: sqlite:///PATH or dir:PATH.")
-@click.option("--vault", "vault_name", default="default", show_default=True, help="Vault name (bound into every envelope).")
+@click.option("--vault", "vault_name", default="default", show_default=True,
+              help="Vault name (bound into every envelope).")
 @click.option("--key", "key_name", default="main", show_default=True, help="Name of the local key to create.")
 @click.option("--age-recipient", help="Also give every secret an age slot for this recipient (age1...).")
 @pass_app

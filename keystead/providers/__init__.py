@@ -39,6 +39,7 @@ from keystead.providers.base import (
 )
 
 __all__ = [
+    "ACCEPTED_FORMS",
     "ClientFactory",
     "Key",
     "KeyAdmin",
@@ -80,8 +81,10 @@ client pointed at a local server; None means the provider builds its own, lazily
 class KeySettings(Protocol):
     """What providers need from the configuration."""
 
-    key_file: Path
-    age_identity_file: Path | None
+    @property
+    def key_file(self) -> Path: ...
+    @property
+    def age_identity_file(self) -> Path | None: ...
 
 
 def provider_of(ref: str) -> str:

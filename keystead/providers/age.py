@@ -20,8 +20,8 @@ from pathlib import Path
 import pyrage
 from pyrage import x25519
 
-from keystead.envelope import Context
 from keystead.clock import EPOCH
+from keystead.envelope import Context
 from keystead.errors import DecryptError, KeyFileError, UnknownReference
 from keystead.providers.base import Key, KeyInfo, KeyVersion, RotationKind, VersionState, Wrapped
 
@@ -68,7 +68,8 @@ class AgeKey(Key):
             raise KeyFileError("no age identity: set KEYSTEAD_AGE_IDENTITY_FILE to your identity file",
                                op="unwrap", key=self.ref)
         try:
-            return pyrage.decrypt(wrapped.blob, self._identities)
+            dek: bytes = pyrage.decrypt(wrapped.blob, self._identities)
+            return dek
         except pyrage.DecryptError:
             raise DecryptError() from None
 

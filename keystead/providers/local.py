@@ -92,7 +92,7 @@ class LocalKeyFile:
         return self.path.exists()
 
     def load(self) -> _Keys:
-        """name -> (primary version id, versions)."""
+        """name -> (primary version label, versions)."""
         self._check_mode()
         try:
             doc = json.loads(self.path.read_bytes())
@@ -105,7 +105,8 @@ class LocalKeyFile:
                     state = VersionState(v["state"])
                     if state not in _STATES:
                         raise ValueError(f"version state {state} is not a local key state")
-                    material = base64.b64decode(v["material"], validate=True) if state is not VersionState.RETIRED else b""
+                    material = (base64.b64decode(v["material"], validate=True)
+                                if state is not VersionState.RETIRED else b"")
                     versions.append(_Version(str(v["id"]), parse_iso(v["created_at"]), state, material, v.get("token")))
                 keys[name] = (str(entry["primary"]), tuple(versions))
             return keys

@@ -26,8 +26,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from keystead.envelope import Envelope, Slot, check_name, decode, encode
-from keystead.files import MAX_FILE_NAME, TEMP_MARK, fsync_folder, locked, write_atomic
 from keystead.errors import FormatError, InputError, NotFoundError, StoreError
+from keystead.files import MAX_FILE_NAME, TEMP_MARK, fsync_folder, locked, write_atomic
 from keystead.stores.base import DAMAGED, OnDamaged, SlotRow, SlotUpdate, redact_url
 
 SUFFIX = ".json"

@@ -23,6 +23,7 @@ A store object belongs to the thread that opened it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections import defaultdict
@@ -30,6 +31,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from keystead.envelope import Envelope, Slot, check_name
 from keystead.errors import FormatError, NotFoundError, StoreError
@@ -50,7 +52,8 @@ _SCHEMA = (
     f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}')",
 )
 
-_DAMAGED_SQL = "SELECT name FROM secrets WHERE name > ? AND NOT EXISTS (SELECT 1 FROM slots WHERE slots.secret = secrets.name)"
+_DAMAGED_SQL = ("SELECT name FROM secrets WHERE name > ? "
+                "AND NOT EXISTS (SELECT 1 FROM slots WHERE slots.secret = secrets.name)")
 """Secret rows without any slot: envelopes nothing can open (damaged)."""
 
 # Primary result codes (https://sqlite.org/rescode.html).
@@ -139,7 +142,8 @@ class SqliteStore:
 
     def count(self) -> int:
         with self._transaction(write=False) as c:
-            return c.execute("SELECT COUNT(*) FROM secrets").fetchone()[0]
+            n: int = c.execute("SELECT COUNT(*) FROM secrets").fetchone()[0]
+            return n
 
     def iter_envelopes(
         self, *, after: str = "", batch: int = 1000, on_damaged: OnDamaged | None = None
@@ -160,7 +164,7 @@ class SqliteStore:
                 ).fetchall()
                 if not rows:
                     return
-                slots: dict[str, list[tuple]] = defaultdict(list)
+                slots: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
                 for secret, *slot in c.execute(
                     "SELECT secret, key, provider, version, wrapped_at, wrapped FROM slots"
                     " WHERE secret > ? AND secret <= ? ORDER BY secret, position",
@@ -190,7 +194,7 @@ class SqliteStore:
         if limit <= 0:
             return []
         sql = "SELECT secret, version, wrapped FROM slots WHERE key = ? AND secret > ? AND version <> ?"
-        args: tuple = (key, after, version)
+        args: tuple[object, ...] = (key, after, version)
         if until is not None:
             sql += " AND secret <= ?"
             args += (until,)
@@ -256,7 +260,7 @@ class SqliteStore:
         """Up to ``parts - 1`` secret names that cut the key's slots into ranges of about equal size."""
         with self._transaction(write=False) as c:
             (n,) = c.execute("SELECT COUNT(*) FROM slots WHERE key = ?", (key,)).fetchone()
-            points = []
+            points: list[str] = []
             for i in range(1, parts):
                 row = c.execute(
                     "SELECT secret FROM slots WHERE key = ? ORDER BY secret LIMIT 1 OFFSET ?", (key, n * i // parts)
@@ -319,15 +323,13 @@ class SqliteStore:
             c.execute("COMMIT")
         except BaseException as exc:
             if c.in_transaction:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     c.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
             if isinstance(exc, sqlite3.Error):
                 raise self._error(exc) from exc
             raise
 
-    def _envelope(self, name: str, row: Sequence, slots: Iterable[Sequence]) -> Envelope:
+    def _envelope(self, name: str, row: Sequence[Any], slots: Iterable[Sequence[Any]]) -> Envelope:
         vault, created_at, nonce, ciphertext = row
         found = tuple(Slot(k, p, v, at, w) for k, p, v, at, w in slots)
         if not found:
@@ -364,7 +366,8 @@ class SqliteStore:
     def write_audit_anchor(self, seq: int, digest: str) -> None:
         """Record the audit log's latest (seq, hash) in ``meta``, in one transaction."""
         with self._transaction() as c:
-            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", (("audit_seq", str(seq)), ("audit_hash", digest)))
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                          (("audit_seq", str(seq)), ("audit_hash", digest)))
 
 
 def _create_private(path: Path) -> None:

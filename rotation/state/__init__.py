@@ -33,11 +33,38 @@ from keystead.rotation.state.backups import unpack as unpack_backups
 from keystead.rotation.state.db import BUSY_TIMEOUT, StateDB
 from keystead.rotation.state.locks import owner_id
 from keystead.rotation.state.records import (
-    ABANDONED, DELETED, DISABLED, DONE, PLANNED, RETIRED, RETIREMENT_STATES, REWRAPPING, ROTATED, STATES,
-    TERMINAL, VERIFIED, Batch, FailedSlot, Lane, Retirement, Rotation, State, StateDBError, UnreadableSlot,
+    ABANDONED,
+    DELETED,
+    DISABLED,
+    DONE,
+    PLANNED,
+    RETIRED,
+    RETIREMENT_STATES,
+    REWRAPPING,
+    ROTATED,
+    STATES,
+    TERMINAL,
+    VERIFIED,
+    Batch,
+    FailedSlot,
+    Lane,
+    Retirement,
+    Rotation,
+    State,
+    StateDBError,
+    UnreadableSlot,
 )
 from keystead.rotation.state.schema import (
-    SCHEMA_VERSION, backups as backups_table, lanes, lock_owners, metadata, retirements, rotations, unreadable,
+    SCHEMA_VERSION,
+    lanes,
+    lock_owners,
+    metadata,
+    retirements,
+    rotations,
+    unreadable,
+)
+from keystead.rotation.state.schema import (
+    backups as backups_table,
 )
 
 __all__ = [

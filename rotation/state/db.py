@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -22,11 +23,26 @@ from keystead.rotation.state import backups as bk
 from keystead.rotation.state import locks, schema
 from keystead.rotation.state.errors import translated
 from keystead.rotation.state.records import (
-    DELETED, DISABLED, PLANNED, RETIREMENT_STATES, ROTATION_FIELDS, Batch, FailedSlot, Lane, Retirement, Rotation, State,
-    StateDBError, UnreadableSlot,
+    DELETED,
+    DISABLED,
+    PLANNED,
+    RETIREMENT_STATES,
+    ROTATION_FIELDS,
+    Batch,
+    FailedSlot,
+    Lane,
+    Retirement,
+    Rotation,
+    State,
+    StateDBError,
+    UnreadableSlot,
 )
 from keystead.rotation.state.schema import lanes, retirements, rotations, unreadable
 from keystead.stores.base import SlotRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 BUSY_TIMEOUT = float(os.environ.get("KEYSTEAD_STATE_BUSY_TIMEOUT", "10"))
 """Seconds a SQLite statement waits for another writer before 'locked'."""
@@ -128,7 +144,9 @@ class StateDB:
                       verified=0, passes=0, held=0, planned_at=ts, updated_at=ts,
                       rotated_at=ts if state != PLANNED else None)
         with self._translate("recording a rotation"), self.engine.begin() as conn:
-            rid = conn.execute(sa.insert(rotations).values(**values)).inserted_primary_key[0]
+            pk = conn.execute(sa.insert(rotations).values(**values)).inserted_primary_key
+            assert pk is not None  # an INSERT of one row into a table with an id column has one
+            rid = pk[0]
         return self.get(rid)
 
     def update(self, rotation_id: int, *, now: datetime, **values: object) -> Rotation:
@@ -325,7 +343,7 @@ def _create_private(path: Path, where: str) -> None:
         os.close(fd)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API connection
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cur = dbapi_conn.cursor()
     try:
         cur.execute("PRAGMA journal_mode=WAL")

@@ -25,12 +25,12 @@ STORE_ID_LEN = 64
 _MIGRATION_LOCK = 0x6B65797374656164  # "keystead": the advisory lock that serialises migrations
 
 
-def _name(length: int = 255) -> sa.types.TypeEngine:
+def _name(length: int = 255) -> sa.types.TypeEngine[str]:
     """A secret-name column: byte order on PostgreSQL too (the Store contract's order)."""
     return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
 
-def _store() -> sa.Column:
+def _store() -> sa.Column[str]:
     return sa.Column("store", sa.String(STORE_ID_LEN), nullable=False, server_default="", default="")
 
 

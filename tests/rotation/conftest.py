@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from keystead.config import Config, load_config
 from keystead.crypto import open_envelope
 from keystead.providers.local import LocalKeyFile
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DUE = T0 + timedelta(days=120)
 REPO = Path(__file__).resolve().parents[2]
 

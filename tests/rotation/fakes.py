@@ -6,8 +6,9 @@ Each wraps a *real* store or key and changes exactly one behaviour.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 
-from keystead.errors import DecryptError, ProviderError, ProviderUnavailable, StoreError
+from keystead.errors import DecryptError, ProviderUnavailable, StoreError
 from keystead.providers.base import Key, Wrapped
 from keystead.stores.base import SlotUpdate
 
@@ -138,9 +139,9 @@ class MovingKey(CorruptingKey):
             return self._key.rewrap_many(vault, items)
         half = len(items) // 2
         first = self._key.rewrap_many(vault, items[:half])
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        self._key.rotate(now=datetime.now(timezone.utc), token="moved-behind-the-engine")
+        self._key.rotate(now=datetime.now(UTC), token="moved-behind-the-engine")
         return first + self._key.rewrap_many(vault, items[half:])
 
 

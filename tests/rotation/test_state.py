@@ -7,7 +7,7 @@ import os
 import stat
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from keystead.rotation.state import Batch, FailedSlot, StateDB, StateDBError, Un
 from keystead.stores.base import SlotRow
 from tests.rotation.test_postgres import pg_url  # noqa: F401 - the fixture
 
-NOW = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", "pg"])
@@ -180,7 +180,8 @@ def test_lanes_per_store_numbered_across_the_rotation(db):
     rid = db.create("main", "local:main", reason="due", from_version="1", now=NOW).id
     a = db.create_lanes(rid, ["G", "P"], store="a")
     b = db.create_lanes(rid, ["_x"], store="b")
-    assert [(x.lane, x.store, x.start, x.until) for x in a] == [(0, "a", "", "G"), (1, "a", "G", "P"), (2, "a", "P", None)]
+    assert [(x.lane, x.store, x.start, x.until) for x in a] == [
+        (0, "a", "", "G"), (1, "a", "G", "P"), (2, "a", "P", None)]
     assert [(x.lane, x.store, x.start, x.until) for x in b] == [(3, "b", "", "_x"), (4, "b", "_x", None)]
     assert db.create_lanes(rid, ["X", "Y", "Z"], store="a") == a  # a resumed rotation keeps its lanes
     assert [x.lane for x in db.lanes(rid)] == [0, 1, 2, 3, 4]
@@ -241,9 +242,10 @@ def test_lock_is_exclusive_and_names_its_holder(db):
     with db.lock("rotation:local:main", what="rotation of key main"):
         other = StateDB.open(db.url.render_as_string(hide_password=False))
         try:
-            with pytest.raises(RotationBusy, match=r"already running in another worker \(pid \d+ on .*, since \d{4}-\d\d-\d\dT"):
-                with other.lock("rotation:local:main", what="rotation of key main"):
-                    pass
+            busy = r"already running in another worker \(pid \d+ on .*, since \d{4}-\d\d-\d\dT"
+            with pytest.raises(RotationBusy, match=busy), \
+                    other.lock("rotation:local:main", what="rotation of key main"):
+                pass
         finally:
             other.close()
     with db.lock("rotation:local:main", what="rotation of key main"):
@@ -280,9 +282,8 @@ def test_postgresql_lock_whose_session_died_is_left_cleanly(pg_url):  # noqa: F8
     """The unlock fails (the session was terminated): the connection is invalidated, not pooled."""
     db = StateDB.open(pg_url)
     try:
-        with db.lock("rotation:local:main", what="rotation of key main"):
-            with db.engine.begin() as conn:
-                conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'")
+        with db.lock("rotation:local:main", what="rotation of key main"), db.engine.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'")
         assert db.engine.pool.checkedout() == 0
         with db.lock("rotation:local:main", what="rotation of key main"):
             assert db.latest("main") is None

@@ -25,7 +25,8 @@ def make_env() -> MakeEnv:
             nonce=os.urandom(12),
             ciphertext=os.urandom(40),
             slots=tuple(
-                Slot(key, key.split(":")[0] if key.startswith("local:") else "aws", version, 1_795_000_000, os.urandom(48))
+                Slot(key, key.split(":")[0] if key.startswith("local:") else "aws", version, 1_795_000_000,
+                     os.urandom(48))
                 for key, version in slots
             ),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from keystead.errors import ConfigError, FormatError, InputError, KeysteadError, NotFoundError, StoreError
@@ -222,7 +224,8 @@ def test_slots_behind_cursors_in_byte_order(store, make_env):
         for until in [None, *CURSORS]:
             expected = [n for n in BYTE_ORDER
                         if n.encode() > after.encode() and (until is None or n.encode() <= until.encode())]
-            assert [r.secret for r in store.slots_behind(KEY, "2", after=after, until=until)] == expected, (after, until)
+            got = [r.secret for r in store.slots_behind(KEY, "2", after=after, until=until)]
+            assert got == expected, (after, until)
     seen, after = [], ""
     while rows := store.slots_behind(KEY, "2", after=after, limit=3):
         seen += [r.secret for r in rows]
@@ -237,7 +240,7 @@ def test_split_points_in_byte_order_cover_every_slot_once(store, make_env):
         assert points == sorted(set(points), key=str.encode) and len(points) < parts
         bounds = ["", *points, None]
         lanes = [[r.secret for r in store.slots_behind(KEY, "2", after=lo, until=hi, limit=100)]
-                 for lo, hi in zip(bounds, bounds[1:])]
+                 for lo, hi in itertools.pairwise(bounds)]
         assert [n for lane in lanes for n in lane] == BYTE_ORDER, parts
 
 

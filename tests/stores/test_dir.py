@@ -55,7 +55,7 @@ def test_other_files_are_not_secrets(vault, make_env):
     (vault.path / ".gitattributes").write_text("")
     (vault.path / "sub.json").mkdir()  # a folder named like an envelope still lists, and fails clearly
     assert vault.names() == ["A", "sub"]
-    with pytest.raises(StoreError, match="sub.json"):
+    with pytest.raises(StoreError, match=r"sub\.json"):
         vault.get("sub")
 
 
@@ -151,7 +151,8 @@ def test_every_kind_of_undecodable_file_is_damaged_not_fatal(vault, make_env):
     (vault.path / "C.json").write_bytes(data.replace(b"\"keystead\": 1", b"\"keystead\": 99", 1))
     (vault.path / "D.json").write_bytes(b"[]")
     rows = vault.slots_behind("local:main", "2")
-    assert [(r.secret, r.version) for r in rows] == [("A", "1"), ("B", DAMAGED), ("C", DAMAGED), ("D", DAMAGED), ("E", "1")]
+    assert [(r.secret, r.version) for r in rows] == [
+        ("A", "1"), ("B", DAMAGED), ("C", DAMAGED), ("D", DAMAGED), ("E", "1")]
     assert vault.version_counts("local:main") == {"1": 2, DAMAGED: 3}
     told = []
     assert [e.name for e in vault.iter_envelopes(on_damaged=lambda n, e: told.append(n))] == ["A", "E"]
