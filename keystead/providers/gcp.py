@@ -33,7 +33,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from keystead.envelope import Context
@@ -106,9 +106,9 @@ def _short(name: str) -> str:
 
 def _when(ts: Any) -> datetime:
     if ts is None:
-        return datetime.fromtimestamp(0, timezone.utc)
-    ts = ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp(ts.timestamp(), timezone.utc)  # a plain datetime, not the SDK's subclass
+        return datetime.fromtimestamp(0, UTC)
+    ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(ts.timestamp(), UTC)  # a plain datetime, not the SDK's subclass
 
 
 def _order(version_id: str) -> tuple[int, str]:

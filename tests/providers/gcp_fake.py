@@ -32,7 +32,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -54,7 +54,7 @@ def _crc(data: bytes) -> str:
 
 
 def _ts(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class ApiError(Exception):
@@ -100,7 +100,7 @@ class FakeCloudKMS:
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-cloud-kms", daemon=True)
 
     def clock(self) -> datetime:
-        return self.now or datetime.now(timezone.utc)
+        return self.now or datetime.now(UTC)
 
     @property
     def url(self) -> str:

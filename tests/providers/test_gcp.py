@@ -8,7 +8,7 @@ import logging
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from tests.conftest import Workspace
 from tests.providers.gcp_fake import DESTROYED, DISABLED, FakeCloudKMS, kms_client
 
 REF = "projects/keystead-test/locations/europe-west1/keyRings/ring/cryptoKeys/app"
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = """\
 [vault]
