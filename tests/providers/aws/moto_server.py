@@ -84,9 +84,10 @@ class Clients:
     one per region, with the same adaptive retries the provider uses; ``hooks`` are botocore
     event handlers registered on every client built (to count calls, throttle, crash)."""
 
-    def __init__(self, url: str, hooks: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, url: str, hooks: Mapping[str, Any] | None = None, *, retries: str = "adaptive") -> None:
         self.url = url
         self.hooks = dict(hooks or {})
+        self.retries = retries
         self.built: dict[str, Any] = {}
         self.asked: list[Mapping[str, object]] = []
         self._lock = threading.Lock()
@@ -102,7 +103,7 @@ class Clients:
             if client is None:
                 client = boto3.client(service, region_name=region, endpoint_url=self.url,
                                       aws_access_key_id="testing", aws_secret_access_key="testing",
-                                      config=Config(retries={"mode": "adaptive", "max_attempts": 3}))
+                                      config=Config(retries={"mode": self.retries, "max_attempts": 3}))
                 for event, handler in self.hooks.items():
                     client.meta.events.register(event, handler)
                 self.built[f"{service}:{region}"] = client
