@@ -96,10 +96,23 @@ def test_a_bad_slot_changes_nothing_in_the_vault(aws_env: Clients, tmp_path: Pat
     make_key(aws_env.kms(), alias="app")
     w = workspace(tmp_path, aws_key_toml("app", alias_arn("app")), local=False)
     w.cli("secrets", "set", "A", "1")
-    before = w.snapshot()
+    before = _envelopes(w)
     aws_env.kms().delete_alias(AliasName="alias/app")
     out = w.cli("secrets", "set", "A", "2", ok=False)
     assert out.exit_code == 6
     line = out.stderr.strip().splitlines()[-1]  # (after the warning about a value on the command line)
     assert line.startswith("keystead: error:") and alias_arn("app") in line and "NotFoundException" in line
-    assert w.snapshot() == before
+    assert _envelopes(w) == before  # (the vault database's audit anchor moves: the failure is audited)
+
+
+def _envelopes(w) -> dict[str, bytes]:
+    from keystead.config import load_config
+    from keystead.envelope import encode
+    from keystead.stores import open_store
+
+    config = load_config(w.config)
+    store = open_store(config.store_url, base=config.root)
+    try:
+        return {e.name: encode(e) for e in store.iter_envelopes()}
+    finally:
+        store.close()
