@@ -65,7 +65,8 @@ TAG_ROTATION = "keystead:rotation"
 TAG_PREDECESSOR = "keystead:predecessor"
 
 _ARN = re.compile(r"arn:(aws[a-z\-]*):kms:([a-z0-9\-]+):(\d{12}):(key|alias)/([A-Za-z0-9_/\-]+)")
-_KEY_ID = re.compile(r"(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f\-]{36})")
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_KEY_ID = re.compile(rf"(mrk-[0-9a-f]{{32}}|{_UUID}|mrk-{_UUID})")  # (mrk-<uuid>: moto's 40-character MRK ids)
 _ALIAS = re.compile(r"alias/[A-Za-z0-9:/_\-]{1,250}")
 _TRANSIENT = frozenset({"ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException",
                         "KMSInternalException", "DependencyTimeoutException", "InternalFailure", "ServiceUnavailable",

@@ -136,7 +136,8 @@ def _ensure_schedule(key: AwsKey, meta: Mapping[str, Any], status: Mapping[str, 
     have = status.get("RotationPeriodInDays")
     if status.get("KeyRotationEnabled") and have in (None, want):
         return  # (moto reports no period: then "enabled" is all it can say)
-    if meta.get("KeyState") != "Enabled" or meta.get("MultiRegionConfiguration", {}).get("MultiRegionKeyType") == "REPLICA":
+    replica = meta.get("MultiRegionConfiguration", {}).get("MultiRegionKeyType") == "REPLICA"
+    if meta.get("KeyState") != "Enabled" or replica:
         return  # a replica's rotation is its primary's
     key.client().enable_key_rotation(KeyId=meta["KeyId"], RotationPeriodInDays=want)
     log.info("aws key %s: automatic rotation enabled every %d days", key.ref, want)

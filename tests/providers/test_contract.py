@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ from keystead.providers import ManagedKey, RotationKind, VersionState, Wrapped
 from keystead.providers.age import AgeKey
 from keystead.providers.local import LocalKey, LocalKeyFile
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CTX = Context("vault", "SECRET")
 
 

@@ -37,5 +37,6 @@ def workspace(root: Path, keys: str, *, local: bool = True, extra: str = "") -> 
 def aws_key_toml(name: str, ref: str, **options: object) -> str:
     lines = [f"[keys.{name}]", f'ref = "{ref}"']
     for k, v in options.items():
-        lines.append(f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, int) else chr(34) + str(v) + chr(34)}")
+        value = str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int) else f'"{v}"'
+        lines.append(f"{k} = {value}")
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ from keystead.config import load_config
 from keystead.crypto import open_envelope
 from keystead.stores import open_store
 from keystead.vault import Vault
-from tests.providers.aws.helpers import alias_arn, aws_key_toml, make_key, workspace
+from tests.providers.aws.helpers import LOCAL, alias_arn, aws_key_toml, make_key, workspace
 from tests.providers.aws.moto_server import ACCOUNT, REGION, Clients
 
 PROVIDERS = f'[providers.aws]\nregion = "{REGION}"\naccount = "{ACCOUNT}"\n'
@@ -55,7 +55,7 @@ def test_hybrid_envelope_opens_through_either_slot(aws_env: Clients, tmp_path: P
         assert open_envelope(env, vault.keys["main"]) == b"t0ken"
         assert open_envelope(env, vault.keys["app"]) == b"t0ken"
     # a server's keystead.toml names only the aws key: the CLI opens the same envelope through KMS
-    w.config.write_text(w.config.read_text().replace('[keys.main]\nref = "local:main"\nrotation_period_days = 90\n', ""))
+    w.config.write_text(w.config.read_text().replace(LOCAL, ""))
     assert w.cli("secrets", "get", "API_TOKEN").stdout == "t0ken"
     # a developer's names only the local key: it opens offline, KMS unreachable
     w2 = workspace(tmp_path / "dev", "")

@@ -4,13 +4,12 @@ retirement and restore (exclusive keys only), a shared key never retired, a thro
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from keystead.config import load_config
-from keystead.crypto import open_envelope
 from keystead.rotation.engine import Engine, Outcome
 from keystead.rotation.state import StateDB
 from keystead.stores import open_store
@@ -19,7 +18,7 @@ from tests.providers.aws.helpers import aws_key_toml, make_key, workspace
 from tests.providers.aws.moto_server import ACCOUNT, REGION, CallCounter, Clients, Throttle
 
 PROVIDERS = f'[providers.aws]\nregion = "{REGION}"\naccount = "{ACCOUNT}"\n'
-NOW = datetime.now(timezone.utc)  # moto stamps CreationDate with the real clock
+NOW = datetime.now(UTC)  # moto stamps CreationDate with the real clock
 DUE = NOW + timedelta(days=120)
 
 

@@ -8,7 +8,7 @@ says which of these it stands in for.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import boto3
 import pytest
@@ -22,8 +22,9 @@ from keystead.providers.aws import AwsKey
 KID = "1234abcd-12ab-34cd-56ef-1234567890ab"
 ARN = f"arn:aws:kms:us-east-1:111122223333:key/{KID}"
 M1, M2 = "a" * 64, "b" * 64
-T = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T = datetime(2026, 1, 1, tzinfo=UTC)
 CTX = Context("vault", "S")
+LISTED = {"KeyId": KID, "IncludeKeyMaterial": "ALL_KEY_MATERIAL"}
 
 
 def _meta(**over):
@@ -94,7 +95,7 @@ def test_on_demand_rotation_is_pending_until_kms_finishes_and_refused_at_the_lim
     _describe(stub, _meta(CurrentKeyMaterialId=M1), [on_demand], {"KeyRotationEnabled": True})  # Key.rotate's check
     stub.add_response("describe_key", {"KeyMetadata": _meta(CurrentKeyMaterialId=M1)}, {"KeyId": ARN})
     stub.add_response("list_resource_tags", {"Tags": [], "Truncated": False}, {"KeyId": KID})
-    stub.add_response("list_key_rotations", {"Rotations": [on_demand], "Truncated": False}, {"KeyId": KID, "IncludeKeyMaterial": "ALL_KEY_MATERIAL"})
+    stub.add_response("list_key_rotations", {"Rotations": [on_demand], "Truncated": False}, LISTED)
     stub.add_response("tag_resource", {}, {"KeyId": KID, "Tags": ANY})
     stub.add_response("rotate_key_on_demand", {"KeyId": KID}, {"KeyId": KID})
     _describe(stub, _meta(CurrentKeyMaterialId=M1), [on_demand],
@@ -106,7 +107,7 @@ def test_on_demand_rotation_is_pending_until_kms_finishes_and_refused_at_the_lim
     _describe(stub, _meta(), used, {"KeyRotationEnabled": True})
     stub.add_response("describe_key", {"KeyMetadata": _meta()}, {"KeyId": ARN})
     stub.add_response("list_resource_tags", {"Tags": [], "Truncated": False}, {"KeyId": KID})
-    stub.add_response("list_key_rotations", {"Rotations": used, "Truncated": False}, {"KeyId": KID, "IncludeKeyMaterial": "ALL_KEY_MATERIAL"})
+    stub.add_response("list_key_rotations", {"Rotations": used, "Truncated": False}, LISTED)
     with pytest.raises(ProviderError, match="2 of the 2 on-demand rotations") as refused:
         key.rotate(now=T, token="t2")
     assert "\n" not in str(refused.value) and ARN in str(refused.value)
