@@ -5,7 +5,7 @@ reference                         provider    status
 ================================  ==========  =====================================
 ``local:NAME``                    local       embedded key file (the default)
 ``age1...[,age1...]``             age         pyrage recipients
-``arn:aws:kms:...``, ``alias/..``, aws         arrives with the AWS provider issue
+``arn:aws:kms:...``, ``alias/..``, aws         AWS KMS (boto3, imported on first use)
 ``mrk-...``
 ``projects/.../cryptoKeys/...``   gcp         google-cloud-kms (docs/gcp.md)
 ================================  ==========  =====================================
@@ -109,17 +109,18 @@ def canonical_ref(ref: str, options: Mapping[str, object] | None = None,
     local and gcp refs are canonical as written; age recipients lose the spaces
     around their commas; an AWS ``alias/NAME`` becomes its alias ARN where the
     region and account are configured (key option ``region`` or ``[providers.aws]``
-    ``region`` and ``account``), and an alias or key ARN stays as it is.
+    ``region`` and ``account``), a bare ``mrk-...`` id its key ARN likewise, and an
+    alias or key ARN stays as it is.
     """
     ref = ref.strip()
     provider = provider_of(ref)
     if provider == "age":
         return ",".join(r.strip() for r in ref.split(","))
-    if provider == "aws" and ref.startswith("alias/"):
+    if provider == "aws" and not ref.startswith("arn:"):
         opts = {**(provider_settings or {}), **(options or {})}
         region, account = opts.get("region"), opts.get("account")
         if isinstance(region, str) and isinstance(account, str):
-            return f"arn:aws:kms:{region}:{account}:{ref}"
+            return f"arn:aws:kms:{region}:{account}:{ref if ref.startswith('alias/') else 'key/' + ref}"
     return ref
 
 
@@ -139,6 +140,13 @@ def open_key(ref: str, settings: KeySettings, *, options: Mapping[str, object] |
 
         env = os.environ.get("KEYSTEAD_AGE_IDENTITY_FILE")
         return AgeKey(ref, identity_file=Path(env) if env else settings.age_identity_file)
+    if provider == "aws":
+        from keystead.providers.aws import AwsKey
+
+        kc = next((k for k in getattr(settings, "keys", {}).values() if k.ref == ref), None)
+        return AwsKey(ref, options=options, provider_settings=getattr(settings, "providers", {}).get("aws"),
+                      clients=clients, name=kc.name if kc else None, exclusive=kc.exclusive if kc else False,
+                      period_days=kc.rotation_period_days if kc else 90)
     if provider == "gcp":
         from keystead.providers.gcp import open_gcp  # google-cloud-kms itself only on first use
 

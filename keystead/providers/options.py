@@ -28,7 +28,8 @@ PURPOSES = ("encrypt", "sign")
 KEY_OPTIONS: Mapping[str, Mapping[str, Kind]] = {
     "local": {},
     "age": {},
-    "aws": {"region": str, "replica_regions": list, "role_arn": str, "endpoint": str, "purpose": PURPOSES},
+    "aws": {"region": str, "replica_regions": list, "role_arn": str, "endpoint": str, "purpose": PURPOSES,
+            "manage_rotation": bool, "on_demand_limit": int, "max_concurrency": int},
     "gcp": {"endpoint": str, "purpose": PURPOSES},
 }
 """Options a ``[keys.X]`` table accepts, by provider, beside ``ref``, ``rotation_period_days``

@@ -2,15 +2,25 @@
 
 Parametrized over providers the way tests/stores/test_contract.py is over
 stores; GCP runs against the loopback Cloud KMS fake (tests/providers/gcp_fake.py)
-with the real google-cloud-kms client, and AWS (moto server) joins the
-``CASES`` list when it lands. A case says what its provider can do (bind
-the context into the wrap, rotate), and the tests hold it to exactly that.
+with the real google-cloud-kms client. A case says what its provider can do (bind the context into the wrap,
+rotate, retire for good or within a window), and the tests hold it to
+exactly that.
+
+The AWS cases run against moto in server mode (tests/providers/conftest.py):
+``aws-scheduled`` is an AWS_KMS symmetric key named by its key ARN (rotation
+kind *scheduled*: ``rotate`` is RotateKeyOnDemand; its old material is
+superseded, never disabled or retired); ``aws-successor`` is a symmetric key
+in a custom key store named by an alias (rotation kind *successor*: a new
+key, the alias moved; an old key is disabled, then scheduled for deletion
+within a 30-day window, restorable meanwhile). moto lets disabled and
+pending-deletion keys decrypt, so ``enforces_disable`` is False for them and
+tests/providers/aws/test_stubbed.py shows the refusal with botocore's Stubber.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,28 +41,53 @@ CTX = Context("vault", "SECRET")
 @dataclass(frozen=True)
 class Case:
     name: str
-    make: Callable[[Path], ManagedKey]
+    make: Callable[[pytest.FixtureRequest, Path], ManagedKey]
     binds_context: bool  # the wrap itself authenticates the vault and secret name
     rotates: bool
-    retire_is_final: bool = True  # False: retire schedules a deletion that restore can still undo (GCP)
+    retirement: str = "final"
+    """final: a retired version is gone (RETIRED, never restored); window: the provider deletes it
+    after a window (PENDING_DELETION, restorable); none: old versions are never disabled or retired."""
+    enforces_disable: bool = True  # the backend refuses to open through a disabled version
 
 
-def _local(tmp: Path) -> ManagedKey:
+def _local(request: pytest.FixtureRequest, tmp: Path) -> ManagedKey:
     kf = LocalKeyFile(tmp / "keys.json")
     kf.create("main", now=T0)
     return LocalKey("main", kf)
 
 
-def _age(tmp: Path) -> ManagedKey:
+def _age(request: pytest.FixtureRequest, tmp: Path) -> ManagedKey:
     ident = x25519.Identity.generate()
     (tmp / "id.txt").write_text(f"{ident}\n")
     return AgeKey(str(ident.to_public()), identity_file=tmp / "id.txt")
 
 
+def _aws_scheduled(request: pytest.FixtureRequest, tmp: Path) -> ManagedKey:
+    from keystead.providers.aws import AwsKey
+
+    clients = request.getfixturevalue("aws")
+    arn = clients.kms().create_key(Description="contract")["KeyMetadata"]["Arn"]
+    return AwsKey(arn, clients=clients, name="contract")
+
+
+def _aws_successor(request: pytest.FixtureRequest, tmp: Path) -> ManagedKey:
+    from keystead.providers.aws import AwsKey
+
+    clients = request.getfixturevalue("aws")
+    kms = clients.kms()
+    # moto accepts a custom key store id it does not know (and then behaves as a plain key):
+    # enough for the rotation kind; the key store itself is Stubber-tested.
+    kid = kms.create_key(Origin="AWS_CLOUDHSM", CustomKeyStoreId="cks-0123456789abcdef0")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName="alias/contract", TargetKeyId=kid)
+    return AwsKey("arn:aws:kms:us-east-1:123456789012:alias/contract", clients=clients, name="contract",
+                  exclusive=True)
+
+
 _GCP_REF = "projects/keystead-test/locations/global/keyRings/ring/cryptoKeys/contract"
+_FAKES: list[object] = []
 
 
-def _gcp(tmp: Path) -> ManagedKey:
+def _gcp(request: pytest.FixtureRequest, tmp: Path) -> ManagedKey:
     from keystead.providers.gcp import open_gcp
     from tests.providers.gcp_fake import FakeCloudKMS, kms_client
 
@@ -62,11 +97,12 @@ def _gcp(tmp: Path) -> ManagedKey:
     return open_gcp(_GCP_REF, name="contract", options={"retry_seconds": 0}, clients=kms_client(fake))
 
 
-_FAKES: list = []
-
 CASES = [Case("local", _local, binds_context=True, rotates=True),
          Case("age", _age, binds_context=False, rotates=False),
-         Case("gcp", _gcp, binds_context=True, rotates=True, retire_is_final=False)]
+         Case("aws-scheduled", _aws_scheduled, binds_context=True, rotates=True, retirement="none"),
+         Case("aws-successor", _aws_successor, binds_context=True, rotates=True, retirement="window",
+              enforces_disable=False),
+         Case("gcp", _gcp, binds_context=True, rotates=True, retirement="window")]
 
 
 @pytest.fixture(params=CASES, ids=lambda c: c.name)
@@ -75,10 +111,10 @@ def case(request: pytest.FixtureRequest) -> Case:
 
 
 @pytest.fixture
-def key(case: Case, tmp_path: Path):
-    yield case.make(tmp_path)
+def key(case: Case, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ManagedKey]:
+    yield case.make(request, tmp_path)
     while _FAKES:
-        _FAKES.pop().stop()
+        _FAKES.pop().stop()  # type: ignore[attr-defined]  # a FakeCloudKMS
 
 
 def test_is_both_halves(key: ManagedKey) -> None:
@@ -174,28 +210,35 @@ def test_two_phase_retirement_and_restore(case: Case, key: ManagedKey) -> None:
     key.rotate(now=T0 + timedelta(days=1), token="t1")
     with pytest.raises(ProviderError):
         key.disable(key.describe().primary)  # never the primary
+    if case.retirement == "none":  # old material stays live for the key's lifetime
+        assert key.describe().version(old.version).state is VersionState.SUPERSEDED
+        for step in (key.disable, key.retire):
+            with pytest.raises(ProviderError, match="superseded"):
+                step(old.version)
+        assert key.unwrap(old, CTX) == dek
+        return
     key.disable(old.version)
     assert key.describe().version(old.version).state is VersionState.DISABLED
-    with pytest.raises(ProviderError):  # disabled opens nothing, and not silently
-        key.unwrap(old, CTX)
+    if case.enforces_disable:
+        with pytest.raises(ProviderError):  # disabled opens nothing, and not silently
+            key.unwrap(old, CTX)
     key.disable(old.version)  # idempotent
     key.restore(old.version)
+    assert key.describe().version(old.version).state is VersionState.ENABLED
     assert key.unwrap(old, CTX) == dek
     key.disable(old.version)
     key.retire(old.version)
-    if not case.retire_is_final:  # a deletion window: restorable until it ends, opening nothing meanwhile
-        assert key.describe().version(old.version).state is VersionState.PENDING_DELETION
-        assert old.version not in key.describe().live_versions
-        with pytest.raises(ProviderError):
-            key.unwrap(old, CTX)
-        key.retire(old.version)  # idempotent
-        key.restore(old.version)
-        assert key.unwrap(old, CTX) == dek
-        return  # the end of the window: tests/providers/test_gcp.py
-    assert key.describe().version(old.version).state is VersionState.RETIRED
+    gone = VersionState.RETIRED if case.retirement == "final" else VersionState.PENDING_DELETION
+    assert key.describe().version(old.version).state is gone
     assert old.version not in key.describe().live_versions
-    with pytest.raises(DecryptError):
-        key.unwrap(old, CTX)
+    if case.enforces_disable:  # opens nothing: gone for good, or waiting out its deletion window
+        with pytest.raises(DecryptError if case.retirement == "final" else ProviderError):
+            key.unwrap(old, CTX)
     key.retire(old.version)  # idempotent
-    with pytest.raises(ProviderError):
-        key.restore(old.version)  # gone for good
+    if case.retirement == "final":
+        with pytest.raises(ProviderError):
+            key.restore(old.version)  # gone for good
+    else:  # restorable within the provider's deletion window
+        key.restore(old.version)
+        assert key.describe().version(old.version).state is VersionState.ENABLED
+        assert key.unwrap(old, CTX) == dek

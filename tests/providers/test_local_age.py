@@ -199,13 +199,16 @@ def test_canonical_ref(ref, options, settings, canonical) -> None:
     assert canonical_ref(ref, options, settings) == canonical
 
 
-def test_cloud_references_are_known_but_not_yet_available(tmp_path: Path) -> None:
+def test_cloud_references_are_known_and_open_without_a_network_call(tmp_path: Path) -> None:
     class Settings:
         key_file = tmp_path / "keys.json"
         age_identity_file = None
 
+    asked = []
+    key = open_key("alias/keystead", Settings(), clients=lambda service, opts: asked.append(service))
+    assert key.provider == "aws" and asked == []  # no client built, no call made until first use
     with pytest.raises(ProviderError, match="not available"):
-        open_key("alias/keystead", Settings())
+        open_key("projects/p/locations/l/keyRings/r/cryptoKeys/k", Settings())
 
 
 def test_a_long_lived_key_wraps_under_the_primary_another_process_rotated_to(keyfile: LocalKeyFile) -> None:
