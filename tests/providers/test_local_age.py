@@ -207,8 +207,9 @@ def test_cloud_references_are_known_and_open_without_a_network_call(tmp_path: Pa
     asked = []
     key = open_key("alias/keystead", Settings(), clients=lambda service, opts: asked.append(service))
     assert key.provider == "aws" and asked == []  # no client built, no call made until first use
-    with pytest.raises(ProviderError, match="not available"):
-        open_key("projects/p/locations/l/keyRings/r/cryptoKeys/k", Settings())
+    gcp = open_key("projects/keystead-test/locations/global/keyRings/ring/cryptoKeys/app", Settings(),
+                   clients=lambda service, opts: asked.append(service))
+    assert gcp.provider == "gcp" and asked == []
 
 
 def test_a_long_lived_key_wraps_under_the_primary_another_process_rotated_to(keyfile: LocalKeyFile) -> None:
