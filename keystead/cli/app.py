@@ -171,6 +171,10 @@ def print_table(table: Table) -> None:
 
 # -- Ctrl-C ----------------------------------------------------------------------------
 
+OWNS_PROCESS = False
+"""True in the console script (keystead.cli.entry.main): keystead's own process, whose signals it owns."""
+
+
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[threading.Event]:
     """SIGINT sets the yielded event instead of raising KeyboardInterrupt.
@@ -186,10 +190,15 @@ def deferred_interrupt() -> Iterator[threading.Event]:
         yield stop
         return
     previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    finished = False
     try:
         yield stop
+        finished = True
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # In the keystead process the work is done once it finished: a Ctrl-C from now on changes
+        # nothing (so the finished command is never reported as interrupted). In a host process
+        # (a test runner) the host's own handler comes back.
+        signal.signal(signal.SIGINT, signal.SIG_IGN if finished and OWNS_PROCESS else previous)
 
 
 # -- progress --------------------------------------------------------------------------
