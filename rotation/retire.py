@@ -28,6 +28,7 @@ from keystead.clock import epoch, from_epoch, iso
 from keystead.errors import KeysteadError, NotFoundError, RotationError
 from keystead.providers import ManagedKey, RotationKind, VersionState
 from keystead.rotation.state import ABANDONED, RETIRED, Rotation
+from keystead.rotation.stores import Proof
 from keystead.stores.base import SlotUpdate
 
 if TYPE_CHECKING:
@@ -81,6 +82,9 @@ def retire(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
             engine.event("disable", rot, key=key.ref, version=v)
     if held:
         parts = [f"version {v} still held by {c} envelope(s)" for v, c in sorted(held.items()) if c]
+        names = _holders(engine, key.ref, info.primary, proof)
+        if names:
+            parts.append("they include " + ", ".join(names))
         if proof.damaged:
             parts.append(f"{proof.damaged} envelope(s) cannot be parsed, so no old version can be proven "
                          "unused (repair or remove them: `keystead secrets rm NAME`)")
@@ -90,6 +94,18 @@ def retire(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
         return rot
     return engine.state.update(rot.id, now=engine.now, state=RETIRED, retired_at=epoch(engine.now), held=0,
                                error=None)
+
+
+def _holders(engine: Engine, ref: str, primary: str, proof: Proof, limit: int = 5) -> list[str]:
+    """Up to ``limit`` secrets (with their store, where there are several) still behind ``primary``."""
+    out: list[str] = []
+    several = len(proof.per_store) > 1
+    for sid, counts in proof.per_store.items():
+        if len(out) >= limit or not any(v != primary for v in counts):
+            continue
+        rows = engine.stores.get(sid).slots_behind(ref, primary, limit=limit - len(out))
+        out += [f"{r.secret} ({engine.stores.label(sid)})" if several else r.secret for r in rows]
+    return out
 
 
 def purge(engine: Engine, name: str, key: ManagedKey) -> None:

@@ -122,6 +122,7 @@ def test_envelope_no_key_can_open_is_skipped_reported_and_never_deleted(env: Env
     # the version it still holds is not retired
     assert "1" in key_info(env).live_versions
     assert latest(env).state == st.VERIFIED and "held by 1" in latest(env).error
+    assert "they include S000003" in latest(env).error  # named, so the operator knows what to fix
     cli = env.run("worker", "--once", "--as-of", DUE.date().isoformat())
     assert cli.returncode == ROT and ("S000003" in cli.stderr or "held" in cli.stderr)
     # once the operator removes it, the next sweep retires version 1
