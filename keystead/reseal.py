@@ -140,6 +140,15 @@ def walk(vault, transform: Transform, *, action: str, key: str, names: Sequence[
             todo = again
         report.busy.extend(old.name for old, _new in todo)
 
+    def end_batch(last: str) -> None:
+        """Write the pending batch, then say how far the walk got (progress, the resume point)."""
+        count = len(pending)
+        flush()
+        if progress:
+            progress(count)
+        if on_batch:
+            on_batch(last, report)
+
     for env in _envelopes(vault, names, after, report):
         new = attempt(env)
         if new is None:
@@ -150,21 +159,11 @@ def walk(vault, transform: Transform, *, action: str, key: str, names: Sequence[
             pending.append((env, new))
         last = env.name
         if len(pending) >= batch:
-            count = len(pending)
-            flush()
-            if progress:
-                progress(count)
-            if on_batch:
-                on_batch(last, report)
+            end_batch(last)
             if stop is not None and stop():
                 raise Interrupted(f"interrupted after {report.changed} secret(s) "
                                   f"(up to {last}): run the same command again to finish")
-    count = len(pending)
-    flush()
-    if progress:
-        progress(count)
-    if on_batch:
-        on_batch(last, report)
+    end_batch(last)
     return report
 
 
