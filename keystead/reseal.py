@@ -31,6 +31,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from keystead.clock import epoch
 from keystead.crypto import open_with_dek, seal
@@ -38,6 +39,9 @@ from keystead.envelope import MAX_SLOTS, Envelope, Slot
 from keystead.errors import DecryptError, InputError, Interrupted, KeysteadError, NotFoundError
 from keystead.files import write_atomic
 from keystead.providers import KeyOps, Wrapped
+
+if TYPE_CHECKING:  # the vault is the caller's; importing it here would load the stores with this module
+    from keystead.vault import Vault
 
 DEFAULT_BATCH = 500
 RETRIES = 3
@@ -72,7 +76,7 @@ def names_list(names: Sequence[str], limit: int = 5) -> str:
 
 # -- the walk ---------------------------------------------------------------------------
 
-def _envelopes(vault, names: Sequence[str] | None, after: str, report: Report) -> Iterator[Envelope]:
+def _envelopes(vault: Vault, names: Sequence[str] | None, after: str, report: Report) -> Iterator[Envelope]:
     if names is None:
         yield from vault.store.iter_envelopes(after=after, on_damaged=lambda n, _e: report.damaged.append(n))
         return
@@ -87,7 +91,7 @@ def _envelopes(vault, names: Sequence[str] | None, after: str, report: Report) -
             report.damaged.append(name)
 
 
-def walk(vault, transform: Transform, *, action: str, key: str, names: Sequence[str] | None = None,
+def walk(vault: Vault, transform: Transform, *, action: str, key: str, names: Sequence[str] | None = None,
          after: str = "", batch: int = DEFAULT_BATCH, progress: Callable[[int], None] | None = None,
          on_batch: Callable[[str, Report], None] | None = None, stop: Callable[[], bool] | None = None) -> Report:
     """Apply ``transform`` to every envelope (or to ``names``) after ``after``; see the module docstring.
@@ -176,7 +180,7 @@ def _is_open_failure(exc: KeysteadError) -> bool:
 
 # -- data keys ----------------------------------------------------------------------------
 
-def data_key(vault, env: Envelope) -> bytes:
+def data_key(vault: Vault, env: Envelope) -> bytes:
     """The data key of ``env`` from the first slot this machine opens, checked against the
     payload (so a slot never gets a wrong key). DecryptError when no slot opens it."""
     bound = dataclasses.replace(env, vault=vault.name)
@@ -199,7 +203,7 @@ def data_key(vault, env: Envelope) -> bytes:
     raise DecryptError(f"no slot of secret {env.name!r} opens here")
 
 
-def add_slot(vault, key: KeyOps, **kw) -> Report:
+def add_slot(vault: Vault, key: KeyOps, **kw: Any) -> Report:
     """Give every secret without one a slot for ``key``; the payload stays as it is."""
 
     def transform(env: Envelope) -> Envelope | None:
@@ -214,13 +218,13 @@ def add_slot(vault, key: KeyOps, **kw) -> Report:
     return walk(vault, transform, action="keys.add_slot", key=key.ref, **kw)
 
 
-def only_slot_of(vault, ref: str, names: Sequence[str] | None = None) -> list[str]:
+def only_slot_of(vault: Vault, ref: str, names: Sequence[str] | None = None) -> list[str]:
     """Secrets whose only slot is ``ref``'s (removing it would leave them unopenable)."""
     report = Report()
     return [e.name for e in _envelopes(vault, names, "", report) if len(e.slots) == 1 and e.slots[0].key == ref]
 
 
-def remove_slot(vault, ref: str, **kw) -> Report:
+def remove_slot(vault: Vault, ref: str, **kw: Any) -> Report:
     """Take ``ref``'s slot out of every secret. Refuses, changing nothing, when it is the
     only slot of some secret (InputError naming them)."""
     alone = only_slot_of(vault, ref, kw.get("names"))
@@ -241,7 +245,7 @@ def remove_slot(vault, ref: str, **kw) -> Report:
 
 # -- re-seal --------------------------------------------------------------------------------
 
-def reseal_transform(vault, keys: Sequence[KeyOps]) -> Transform:
+def reseal_transform(vault: Vault, keys: Sequence[KeyOps]) -> Transform:
     if not keys:
         raise InputError("no key to seal with: the profile names no key")
 
@@ -307,7 +311,7 @@ class Job:
         self.path.unlink(missing_ok=True)
 
 
-def reseal(vault, keys: Sequence[KeyOps], *, names: Sequence[str] | None = None, batch: int = DEFAULT_BATCH,
+def reseal(vault: Vault, keys: Sequence[KeyOps], *, names: Sequence[str] | None = None, batch: int = DEFAULT_BATCH,
            progress: Callable[[int], None] | None = None, stop: Callable[[], bool] | None = None,
            job_folder: Path | None = None) -> Report:
     """Seal every secret (or ``names``) again for exactly ``keys``; resumes an unfinished

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from keystead.audit import AuditLog
@@ -71,7 +73,7 @@ def show(app: App, last: int, secret: str | None, actor: str | None, action: str
     except ValueError:
         raise InputError(f"--since {since!r} is not a date: use YYYY-MM-DD or an ISO 8601 time") from None
 
-    def wanted(r: dict) -> bool:
+    def wanted(r: dict[str, Any]) -> bool:
         if secret is not None and r.get("secret") != secret:
             return False
         if actor is not None and r.get("actor") != actor:

@@ -11,6 +11,8 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
 
 import click
 
@@ -34,7 +36,7 @@ def show(app: App, name: str, as_json: bool) -> None:
     check_name(name)
     env = app.vault.store.get(name)
     keys_by_ref = {kc.ref: kc.name for kc in app.config.keys.values()}
-    doc = {
+    doc: dict[str, Any] = {
         "name": env.name, "vault": env.vault, "created_at": _when(env.created_at),
         "size": len(env.ciphertext) - TAG_LEN,
         "slots": [{"key": s.key, "name": keys_by_ref.get(s.key), "provider": s.provider, "version": s.version,
@@ -60,7 +62,7 @@ def _signals_while_editing() -> Iterator[dict[str, bool]]:
     so the file is always removed and the value left as it was."""
     seen = {"interrupted": False}
 
-    def note(_signum, _frame) -> None:
+    def note(_signum: int, _frame: FrameType | None) -> None:
         seen["interrupted"] = True
 
     previous = {}

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from keystead.errors import InputError
 
@@ -112,7 +113,7 @@ def _parse_yaml(path: str, text: str) -> dict[str, str]:
     class Loader(yaml.SafeLoader):
         pass
 
-    def mapping(loader, node):
+    def mapping(loader: Loader, node: yaml.MappingNode) -> dict[Any, Any]:
         seen: dict[object, int] = {}
         for key_node, _value in node.value:
             key = loader.construct_object(key_node)

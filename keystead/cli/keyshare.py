@@ -20,11 +20,16 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from keystead.cli.app import App, complete_key, pass_app, say
 from keystead.errors import DecryptError, FormatError, InputError, KeyFileError, NotFoundError
+
+if TYPE_CHECKING:  # for annotations only: the key file module loads when a command runs
+    from keystead.config import Config
+    from keystead.providers.local import _Version
 
 FORMAT = "keystead-key-export/1"
 MAX_EXPORT_BYTES = 1024 * 1024
@@ -139,7 +144,7 @@ def import_key(app: App, file: str) -> None:
         say(f"local:{name} is not declared in {config.path.name}: `keystead keys add local:{name}` declares it")
 
 
-def _parse(plain: bytes, file: str):
+def _parse(plain: bytes, file: str) -> tuple[str, str, tuple[_Version, ...]]:
     from keystead.clock import parse_iso
     from keystead.providers.base import VersionState
     from keystead.providers.local import _Version  # the key file's own version record
@@ -166,7 +171,7 @@ def _parse(plain: bytes, file: str):
     return name, primary, tuple(versions)
 
 
-def _merge(config, name: str, primary: str, versions) -> int:
+def _merge(config: Config, name: str, primary: str, versions: tuple[_Version, ...]) -> int:
     """Merge one key into the key file under its lock; return how many versions were added."""
     from keystead.providers.local import LocalKeyFile
 

@@ -6,6 +6,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -202,8 +203,8 @@ def run(app: App, only: tuple[str, ...], prefixes: tuple[str, ...], no_override:
                            result=type(exc).__name__)
         raise
     kept = len(chosen) - len(wanted)
-    vault.audit.append("run", key=" ".join(sorted(used)) or None, command=command[0], count=count,
-                       **({"kept_from_environment": kept} if kept else {}))
+    extra: dict[str, Any] = {"kept_from_environment": kept} if kept else {}
+    vault.audit.append("run", key=" ".join(sorted(used)) or None, command=command[0], count=count, **extra)
     app.close()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -7,11 +7,17 @@ edits keystead.toml (keystead/config_edit.py) and reports.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import click
 
 from keystead.cli.app import App, complete_key, complete_secret, deferred_interrupt, pass_app, progress_bar, say
 from keystead.errors import FormatError, InputError, KeysteadError, NotFoundError, ProviderError
+
+if TYPE_CHECKING:  # for annotations only: the walks and the vault load when a command runs
+    from keystead.config import Config
+    from keystead.reseal import Report
+    from keystead.vault import Vault
 
 #: flag -> option name in keystead.toml (keystead/providers/options.py KEY_OPTIONS)
 _OPTION_FLAGS = {"region": "--region", "replica_regions": "--replica-region", "role_arn": "--role-arn",
@@ -32,7 +38,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def raise_left(report, what: str) -> None:
+def raise_left(report: Report, what: str) -> None:
     """The secrets a walk could not do, as the error of the most telling family."""
     from keystead.reseal import names_list
 
@@ -131,7 +137,7 @@ def _check_key_name(name: str, provider: str) -> None:
         raise InputError(f"key name {name[:32]}... is too long: at most 64 characters (pass --name)")
 
 
-def _ensure_local_material(config, local_name: str) -> None:
+def _ensure_local_material(config: Config, local_name: str) -> None:
     from keystead.providers.local import LocalKeyFile
 
     keyfile = LocalKeyFile(config.key_file)
@@ -229,7 +235,7 @@ def reseal_cmd(app: App, names: tuple[str, ...], all_: bool, dry_run: bool, batc
     raise_left(report, "re-sealed")
 
 
-def _dry_run(vault, names: list[str] | None, refs: list[str]) -> None:
+def _dry_run(vault: Vault, names: list[str] | None, refs: list[str]) -> None:
     import click as _click
 
     envelopes = (vault.store.iter_envelopes(on_damaged=lambda n, _e: _click.echo(f"{n}: unreadable envelope"))

@@ -151,8 +151,9 @@ def open_key(ref: str, settings: KeySettings, *, options: Mapping[str, object] |
         from keystead.providers.gcp import open_gcp  # google-cloud-kms itself only on first use
 
         shared = dict(getattr(settings, "providers", {}).get("gcp", {}))
-        if isinstance(shared.get("credentials_file"), str) and getattr(settings, "root", None) is not None:
-            shared["credentials_file"] = str(Path(settings.root) / Path(shared["credentials_file"]).expanduser())
+        root = getattr(settings, "root", None)
+        if isinstance(shared.get("credentials_file"), str) and root is not None:
+            shared["credentials_file"] = str(Path(root) / Path(shared["credentials_file"]).expanduser())
         names = [n for n, kc in getattr(settings, "keys", {}).items() if kc.ref == ref]
         return open_gcp(ref, name=names[0] if names else None, options={**shared, **(options or {})},
                         clients=clients)

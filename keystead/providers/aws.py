@@ -258,7 +258,8 @@ class AwsKey(Key):
     def _unwrap(self, wrapped: Wrapped, context: Context) -> bytes:
         out = self.client().decrypt(KeyId=self._source(wrapped.version), CiphertextBlob=wrapped.blob,
                                     EncryptionContext=context.kms_context)
-        return out["Plaintext"]
+        plaintext: bytes = out["Plaintext"]
+        return plaintext
 
     def _rewrap(self, wrapped: Wrapped, context: Context) -> Wrapped:
         return self._reencrypt(wrapped.version, wrapped.blob, context, self._known_labels())
@@ -304,7 +305,7 @@ class AwsKey(Key):
         if denied and len(denied) == len(items):
             raise denied[0]
         return [DecryptError() if isinstance(r, Exception) and not isinstance(r, DecryptError) else r
-                for r in results]  # type: ignore[misc]
+                for r in results]
 
     # -- how the key is managed: see aws_rotation -------------------------------------------
     def describe(self) -> KeyInfo:

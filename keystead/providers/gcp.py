@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from keystead.envelope import Context
 from keystead.errors import DecryptError, KeysteadError, ProviderError, ProviderUnavailable
@@ -67,6 +67,7 @@ _STATES = {ENABLED: VersionState.ENABLED, DISABLED: VersionState.DISABLED, DESTR
            10: VersionState.RETIRED}  # EXTERNAL_DESTRUCTION_FAILED: nothing keystead can bring back
 _QUIET = ("google.cloud.kms_v1", "google.api_core", "google.auth")
 """At DEBUG these log request and response bodies (a data key!): held at WARNING whatever the root level."""
+_T = TypeVar("_T")
 
 
 class _Corrupt(Exception):
@@ -172,7 +173,7 @@ class GcpKey(Key):
         client = self._kms()
         return getattr(client, method)(request=request, retry=self._retry)
 
-    def _checked_twice(self, attempt: Callable[[], Any], op: str) -> Any:
+    def _checked_twice(self, attempt: Callable[[], _T], op: str) -> _T:
         for tries in (1, 2):
             try:
                 return attempt()

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, Self, runtime_checkable
 
 from keystead.envelope import Envelope
 from keystead.errors import KeysteadError
@@ -154,6 +154,10 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
     # Optional (a Protocol cannot mark a method optional, so it is named here):
     # a store in a database also keeps the audit log's anchor, the latest

@@ -43,7 +43,7 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(str(path), f"cannot read spec: {exc.strerror}") from exc
     if path.suffix in (".yaml", ".yml"):
         try:
-            import yaml  # type: ignore[import-untyped]  # optional: only for YAML specs; no stubs
+            import yaml  # optional: only for YAML specs
         except ImportError as exc:
             raise SpecError(str(path), "YAML specs need PyYAML installed; use TOML") from exc
         try:
