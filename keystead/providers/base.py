@@ -186,23 +186,37 @@ class Key:
     provider: str
 
     # -- what the key does (template) --------------------------------------------
+    # try/except rather than ``with self._translated(...)``: these run once per slot in
+    # verification and sealing, where a context manager per call is measurable.
     def wrap(self, dek: bytes, context: Context) -> Wrapped:
         if len(dek) != DEK_LEN:
             raise ProviderError(f"a data key is {DEK_LEN} bytes, got {len(dek)}", op="wrap", key=self.ref)
-        with self._translated("wrap"):
+        try:
             wrapped = self._wrap(dek, context)
+        except KeysteadError:
+            raise
+        except Exception as exc:
+            raise self._mapped("wrap", exc) from exc
         return self._checked(wrapped, "wrap")
 
     def unwrap(self, wrapped: Wrapped, context: Context) -> bytes:
-        with self._translated("unwrap"):
+        try:
             dek = self._unwrap(wrapped, context)
+        except KeysteadError:
+            raise
+        except Exception as exc:
+            raise self._mapped("unwrap", exc) from exc
         if len(dek) != DEK_LEN:
             raise DecryptError()
         return dek
 
     def rewrap(self, wrapped: Wrapped, context: Context) -> Wrapped:
-        with self._translated("rewrap"):
+        try:
             new = self._rewrap(wrapped, context)
+        except KeysteadError:
+            raise
+        except Exception as exc:
+            raise self._mapped("rewrap", exc) from exc
         return self._checked(new, "rewrap")
 
     def rewrap_many(self, vault: str, items: Sequence[SlotItem]) -> list[RewrapResult]:
@@ -261,10 +275,14 @@ class Key:
         except KeysteadError:
             raise
         except Exception as exc:
-            mapped = self._error(op, exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            raise self._mapped(op, exc) from exc
+
+    def _mapped(self, op: str, exc: Exception) -> KeysteadError:
+        """``exc`` as the provider's keystead error; an exception the provider does not map is re-raised."""
+        mapped = self._error(op, exc)
+        if mapped is None:
+            raise exc
+        return mapped
 
     def _checked(self, wrapped: Wrapped, op: str) -> Wrapped:
         if not wrapped.version:

@@ -68,6 +68,7 @@ class SqliteStore:
         self.url = f"sqlite:///{self.path}"
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._slotless: bool | None = None  # see _any_slotless
         _create_private(self.path)
         try:
             conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
@@ -206,7 +207,7 @@ class SqliteStore:
             damaged = c.execute(
                 _DAMAGED_SQL + (" AND name <= ?" if last is not None else "") + " ORDER BY name LIMIT ?",
                 (after, *((last,) if last is not None else ()), limit),
-            ).fetchall()
+            ).fetchall() if self._any_slotless(c, fresh=False) else []
         if not damaged:
             return list(map(SlotRow._make, rows))
         merged = sorted([*map(SlotRow._make, rows), *(SlotRow(n, DAMAGED, b"") for (n,) in damaged)])
@@ -272,10 +273,24 @@ class SqliteStore:
     def version_counts(self, key: str) -> dict[str, int]:
         with self._transaction(write=False) as c:
             counts = dict(c.execute("SELECT version, COUNT(*) FROM slots WHERE key = ? GROUP BY version", (key,)))
-            (damaged,) = c.execute("SELECT COUNT(*) FROM (" + _DAMAGED_SQL + ")", ("",)).fetchone()
+            damaged = 0
+            if self._any_slotless(c, fresh=True, holding=sum(counts.values())):
+                (damaged,) = c.execute("SELECT COUNT(*) FROM (" + _DAMAGED_SQL + ")", ("",)).fetchone()
         if damaged:
             counts[DAMAGED] = counts.get(DAMAGED, 0) + damaged
         return counts
+
+    def _any_slotless(self, c: sqlite3.Connection, *, fresh: bool, holding: int | None = None) -> bool:
+        """Whether some secret row has no slot (a damaged envelope: keystead never writes one, so
+        only something outside it can). Two index counts, far cheaper than the per-row check
+        they guard (one, when ``holding`` slots of one key already cover every secret); ``fresh=False`` (the rewrap's pages) reuses the answer of this store's last
+        check, which ``version_counts`` (the rotation's every count and retirement's proof) renews."""
+        if fresh or self._slotless is None:
+            (secrets,) = c.execute("SELECT COUNT(*) FROM secrets").fetchone()
+            if holding is None or holding < secrets:  # a key on every secret: none can be slotless
+                (holding,) = c.execute("SELECT COUNT(DISTINCT secret) FROM slots").fetchone()
+            self._slotless = holding < secrets
+        return self._slotless
 
     def close(self) -> None:
         if self._conn is not None:
