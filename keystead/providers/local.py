@@ -275,6 +275,7 @@ class LocalKey(Key):
         prefix = aad_prefix(vault)
         nonces = os.urandom(NONCE_LEN * len(items))
         aeads = self._aeads
+        new_wrapped = tuple.__new__  # Wrapped(primary, blob) without the named tuple's Python-level __new__
         out: list[RewrapResult] = []
         for i, (secret, version, blob) in enumerate(items):
             aad = prefix + secret.encode()
@@ -288,7 +289,7 @@ class LocalKey(Key):
                 out.append(DecryptError())
                 continue
             nonce = nonces[i * NONCE_LEN : (i + 1) * NONCE_LEN]
-            out.append(Wrapped(primary, nonce + encrypt(nonce, dek, aad)))
+            out.append(new_wrapped(Wrapped, (primary, nonce + encrypt(nonce, dek, aad))))
         return out
 
     # -- how the key is managed -----------------------------------------------
