@@ -25,8 +25,8 @@ for the whole batch before anything is written: the key pauses.
 from __future__ import annotations
 
 import hmac
-from operator import itemgetter
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from keystead.clock import epoch

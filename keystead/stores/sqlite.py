@@ -281,10 +281,14 @@ class SqliteStore:
         return counts
 
     def _any_slotless(self, c: sqlite3.Connection, *, fresh: bool, holding: int | None = None) -> bool:
-        """Whether some secret row has no slot (a damaged envelope: keystead never writes one, so
-        only something outside it can). Two index counts, far cheaper than the per-row check
-        they guard (one, when ``holding`` slots of one key already cover every secret); ``fresh=False`` (the rewrap's pages) reuses the answer of this store's last
-        check, which ``version_counts`` (the rotation's every count and retirement's proof) renews."""
+        """Whether some secret row has no slot (a damaged envelope: keystead never writes one,
+        so only something outside it can).
+
+        Two index counts, far cheaper than the per-row check they guard (one, when ``holding``
+        slots of one key already cover every secret). ``fresh=False`` (the rewrap's pages)
+        reuses the answer of this store's last check, which ``version_counts`` (every count of
+        a rotation, and retirement's proof) renews.
+        """
         if fresh or self._slotless is None:
             (secrets,) = c.execute("SELECT COUNT(*) FROM secrets").fetchone()
             if holding is None or holding < secrets:  # a key on every secret: none can be slotless
