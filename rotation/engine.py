@@ -347,7 +347,7 @@ class Engine:
         if info.pending is not None or info.primary == rot.from_version:
             self._waiting = f"waiting for version {info.pending or '(new)'} of {key.ref} to become primary"
             return self.state.update(rot.id, now=self.now, error=self._waiting)
-        total = sum(behind(c, info.primary) for c in self.stores.prove(key.ref).per_store.values())
+        total = behind(self.stores.prove(key.ref).counts, info.primary)  # counts: every store, summed
         rot = self.state.update(rot.id, now=self.now, state=ROTATED, to_version=info.primary,
                                 rotated_at=epoch(self.now), total=total, error=None)
         self.event("rotate", rot, key=key.ref, from_version=rot.from_version, to_version=info.primary)

@@ -69,7 +69,7 @@ def rewrap(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
     if rot.passes <= 1:
         todo = max(0, rot.total - rot.rewrapped)  # counted at "rotated": no full count per resume
     else:
-        todo = sum(behind(c, rot.to_version) for c in engine.stores.prove(key.ref).per_store.values())
+        todo = behind(engine.stores.prove(key.ref).counts, rot.to_version)  # counts: every store, summed
     engine.progress.start(rot.key, todo)
     moved = False
     try:

@@ -301,11 +301,18 @@ def retire(key: AwsKey, version: str) -> None:
 
 
 def _schedule(client: Any, kid: str) -> None:
-    try:  # by key id: moto answers HTTP 500 for an ARN here
-        client.schedule_key_deletion(KeyId=kid, PendingWindowInDays=DELETION_WINDOW_DAYS)
+    # by key id: moto answers HTTP 500 for an ARN here
+    _settled(client.schedule_key_deletion, KeyId=kid, PendingWindowInDays=DELETION_WINDOW_DAYS)
+
+
+def _settled(call: Any, **kwargs: Any) -> None:
+    """``call(**kwargs)``, where the key already being in that state (KMSInvalidStateException) or a
+    replica already gone (NotFoundException) means the step is done: retirement and restore are idempotent."""
+    try:
+        call(**kwargs)
     except Exception as exc:
         if _code(exc) not in ("KMSInvalidStateException", "NotFoundException"):
-            raise  # already pending (or a replica already gone): done
+            raise
 
 
 def restore(key: AwsKey, version: str) -> None:
@@ -316,9 +323,5 @@ def restore(key: AwsKey, version: str) -> None:
     _home, replicas = _regions(key, meta)
     for client in [key.client(), *(key.client(r) for r in replicas)]:
         if found.state is VersionState.PENDING_DELETION:
-            try:
-                client.cancel_key_deletion(KeyId=kid)
-            except Exception as exc:
-                if _code(exc) not in ("KMSInvalidStateException", "NotFoundException"):
-                    raise
+            _settled(client.cancel_key_deletion, KeyId=kid)
         client.enable_key(KeyId=kid)

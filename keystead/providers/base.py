@@ -35,13 +35,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from keystead.envelope import Context
 from keystead.errors import DecryptError, KeysteadError, ProviderError
 
 DEK_LEN = 32
 """Every data key is 32 bytes (AES-256)."""
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 SlotItem = tuple[str, str, bytes]
 """``(secret, version, wrapped)``: one slot to rewrap (a ``keystead.stores.SlotRow``)."""
@@ -186,38 +189,29 @@ class Key:
     provider: str
 
     # -- what the key does (template) --------------------------------------------
-    # try/except rather than ``with self._translated(...)``: these run once per slot in
-    # verification and sealing, where a context manager per call is measurable.
     def wrap(self, dek: bytes, context: Context) -> Wrapped:
         if len(dek) != DEK_LEN:
             raise ProviderError(f"a data key is {DEK_LEN} bytes, got {len(dek)}", op="wrap", key=self.ref)
-        try:
-            wrapped = self._wrap(dek, context)
-        except KeysteadError:
-            raise
-        except Exception as exc:
-            raise self._mapped("wrap", exc) from exc
-        return self._checked(wrapped, "wrap")
+        return self._checked(self._step("wrap", self._wrap, dek, context), "wrap")
 
     def unwrap(self, wrapped: Wrapped, context: Context) -> bytes:
-        try:
-            dek = self._unwrap(wrapped, context)
-        except KeysteadError:
-            raise
-        except Exception as exc:
-            raise self._mapped("unwrap", exc) from exc
+        dek = self._step("unwrap", self._unwrap, wrapped, context)
         if len(dek) != DEK_LEN:
             raise DecryptError()
         return dek
 
     def rewrap(self, wrapped: Wrapped, context: Context) -> Wrapped:
+        return self._checked(self._step("rewrap", self._rewrap, wrapped, context), "rewrap")
+
+    def _step(self, op: str, step: Callable[[_In, Context], _Out], value: _In, context: Context) -> _Out:
+        """One provider step, its errors translated once. A plain try/except, not ``_translated``:
+        this runs once per slot in verification and sealing, where a context manager is measurable."""
         try:
-            new = self._rewrap(wrapped, context)
+            return step(value, context)
         except KeysteadError:
             raise
         except Exception as exc:
-            raise self._mapped("rewrap", exc) from exc
-        return self._checked(new, "rewrap")
+            raise self._mapped(op, exc) from exc
 
     def rewrap_many(self, vault: str, items: Sequence[SlotItem]) -> list[RewrapResult]:
         """Rewrap a batch of slots of ``vault`` to the primary version, one result per item."""
