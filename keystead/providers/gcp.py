@@ -31,6 +31,7 @@ import hashlib
 import logging
 import re
 import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -395,6 +396,11 @@ class GcpKey(Key):
             "FAILED_PRECONDITION": "refused in the key's or version's current state (see `keystead keys show`)",
         }
         return ProviderError(f"{where}: {fixes.get(status, f'failed ({status})')}", op=op, key=self.ref, code=status)
+
+
+# google-api-core warns at import that it will stop supporting this Python some day (a
+# FutureWarning on every command that opens a gcp key): not the user's concern when using keystead.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\.")
 
 
 def default_client(options: Mapping[str, object]) -> Any:
