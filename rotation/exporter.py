@@ -121,7 +121,7 @@ def serve(state: StateDB, config: Config, *, host: str, port: int, scheduler_run
     from keystead.rotation import metrics
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # the directory metrics.enable() set
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # the directory metrics.enable() set
     registry.register(metrics.StateCollector(state, config, as_of=as_of))
     metrics.process_metrics()  # create this process's metrics now, so a scrape before the first sweep shows them
     return Exporter(host, port, registry=registry, health=lambda: check_health(state, scheduler_running))

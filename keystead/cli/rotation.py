@@ -73,7 +73,10 @@ def _setup_logging(log_format: str = "text", *, debug: bool = False) -> None:
     """Rotation log lines on stderr (keystead's loggers only; SDK loggers stay quiet), in ``log_format``.
 
     The format is also put in the environment, so rewrap lanes (child processes) log alike."""
-    os.environ[FORMAT_ENV] = log_format
+    if log_format == "json":
+        os.environ[FORMAT_ENV] = log_format
+    else:
+        os.environ.pop(FORMAT_ENV, None)
     from keystead.rotation import LOG_DATE_FORMAT, LOG_FORMAT
 
     rotation_logger = logging.getLogger("keystead.rotation")

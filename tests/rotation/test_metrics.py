@@ -320,3 +320,20 @@ def test_json_logs_at_debug_hold_no_secret_value_or_key_material(env: Env) -> No
         assert value(i).decode() not in r.stderr and value(i).decode() not in r.stdout
     for m in material:
         assert m not in r.stderr and m not in r.stdout
+
+
+def test_prometheus_client_is_imported_only_with_metrics_port(env: Env) -> None:
+    import subprocess
+    import sys
+
+    from tests.rotation.conftest import REPO
+
+    code = ("import atexit, runpy, sys\n"
+            "atexit.register(lambda: sys.stderr.write('PROM=%s\\n' % ('prometheus_client' in sys.modules)))\n"
+            f"sys.argv = ['keystead', '--config', {str(env.config_path)!r}, 'worker', '--once', "
+            f"'--as-of', {DUE.isoformat()!r}]\n"
+            "runpy.run_module('keystead.cli', run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=env.root, timeout=120,
+                       env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    assert "PROM=False" in r.stderr and "rotation.done" in r.stderr
