@@ -70,24 +70,28 @@ log_format_option = click.option(
 
 
 def _setup_logging(log_format: str = "text", *, debug: bool = False) -> None:
-    """Rotation log lines on stderr (keystead's loggers only; SDK loggers stay quiet), in ``log_format``.
+    """Rotation log lines on stderr in ``log_format``: keystead.rotation at INFO (DEBUG with --debug;
+    WARNING on a terminal), APScheduler's warnings in the same format; other libraries stay quiet.
 
-    The format is also put in the environment, so rewrap lanes (child processes) log alike."""
+    A JSON format is also put in the environment, so rewrap lanes (child processes) log alike."""
     if log_format == "json":
         os.environ[FORMAT_ENV] = log_format
     else:
         os.environ.pop(FORMAT_ENV, None)
     from keystead.rotation import LOG_DATE_FORMAT, LOG_FORMAT
 
-    rotation_logger = logging.getLogger("keystead.rotation")
-    handler = next((h for h in rotation_logger.handlers if isinstance(h, _StderrHandler)), None)
-    if handler is None:
-        handler = _StderrHandler()
-        rotation_logger.addHandler(handler)
-    handler.setFormatter(formatter(LOG_FORMAT, LOG_DATE_FORMAT))
     quiet = _interactive() and log_format == "text"
-    rotation_logger.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
-    rotation_logger.propagate = False
+    levels = {"keystead.rotation": logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
+              "apscheduler": logging.WARNING}
+    for name, level in levels.items():
+        logger = logging.getLogger(name)
+        handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+        if handler is None:
+            handler = _StderrHandler()
+            logger.addHandler(handler)
+        handler.setFormatter(formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        logger.setLevel(level)
+        logger.propagate = False
 
 
 class BarProgress:

@@ -337,3 +337,77 @@ def test_prometheus_client_is_imported_only_with_metrics_port(env: Env) -> None:
                        env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr
     assert "PROM=False" in r.stderr and "rotation.done" in r.stderr
+
+
+_COUNTING = '''
+import multiprocessing, sys
+from pathlib import Path
+
+def child(folder):
+    from keystead.rotation import metrics
+    counter = metrics.EventCounter({"local:main": "main"})
+    for lane_batch in range(3):
+        counter("rewrap", "local:main", "ok", {"rotation": 1, "lane": 1, "rewrapped": 7, "unreadable": 0})
+
+if __name__ == "__main__":
+    from keystead.rotation import metrics
+    folder = Path(sys.argv[1])
+    metrics.enable(folder)
+    counter = metrics.EventCounter({"local:main": "main"})
+    counter("rewrap", "local:main", "ok", {"rotation": 1, "lane": 0, "rewrapped": 5, "unreadable": 2})
+    counter("rewrap", "local:main", "ok", {"rotation": 1, "lane": 0, "rewrapped": 6, "unreadable": 0})
+    counter("pause", "local:main", "ProviderUnavailable", {"reason": "throttled"})
+    counter("retire_blocked", "local:main", "error", {})
+    counter("plan", "local:other", "ok", {})
+    p = multiprocessing.get_context("spawn").Process(target=child, args=(folder,))
+    p.start(); p.join()
+    assert p.exitcode == 0
+    metrics.record_sweep(None, seconds=1.5, error="StateDBError")
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(folder))
+    sys.stdout.write(generate_latest(registry).decode())
+'''
+
+
+def test_counts_of_spawned_processes_add_up(tmp_path: Path) -> None:
+    """What lanes rely on: a spawned child's counts reach the parent's registry (multiprocess mode)."""
+    import subprocess
+    import sys
+
+    from tests.rotation.conftest import REPO
+
+    script = tmp_path / "counting.py"
+    script.write_text(_COUNTING)
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    r = subprocess.run([sys.executable, str(script), str(folder)], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    got = parse(r.stdout)
+    assert get(got, "keystead_rewrapped_slots_total", key="main") == 5 + 6 + 3 * 7  # parent and child
+    assert get(got, "keystead_unreadable_slots_total", key="main") == 2
+    assert get(got, "keystead_rotation_events_total", key="main", action="rewrap", result="ok") == 5
+    assert get(got, "keystead_rotation_events_total", key="local:other", action="plan", result="ok") == 1
+    assert get(got, "keystead_rotation_errors_total", kind="ProviderUnavailable") == 1
+    assert get(got, "keystead_rotation_errors_total", kind="retire_blocked") == 1
+    assert get(got, "keystead_rotation_errors_total", kind="unreadable") == 1
+    assert get(got, "keystead_rotation_errors_total", kind="StateDBError") == 1
+    assert get(got, "keystead_sweeps_total", result="error") == 1
+    assert get(got, "keystead_last_sweep_duration_seconds") == 1.5
+    # One batch measured per lane after its first: lane 0 once (parent), lane 1 twice (child).
+    assert get(got, "keystead_rewrap_batch_duration_seconds_count", key="main") == 3
+    assert len(list(folder.iterdir())) >= 2  # one file set per process
+
+
+def test_health_is_503_when_the_scheduler_is_not_running(env: Env) -> None:
+    from keystead.rotation.exporter import check_health
+
+    state = env.state()
+    try:
+        assert check_health(state, lambda: True).ok
+        down = check_health(state, lambda: False)
+        assert not down.ok and down.body["reason"] == "the scheduler is not running"
+    finally:
+        state.close()
