@@ -155,9 +155,10 @@ def stop_on_signals(stop: threading.Event, then: Callable[[], None] | None = Non
 
 
 @contextmanager
-def serving_metrics(state: StateDB, config: Config, scheduler: Any, *, host: str, port: int | None,
+def serving_metrics(config: Config, scheduler: Any, *, host: str, port: int | None,
                     as_of: datetime | None) -> Iterator[None]:
-    """``/metrics`` and ``/healthz`` on ``host:port`` while the block runs (nothing if ``port`` is None)."""
+    """``/metrics`` and ``/healthz`` on ``host:port`` while the block runs (nothing if ``port`` is None),
+    with a state database connection of their own."""
     if port is None:
         yield
         return
@@ -165,7 +166,10 @@ def serving_metrics(state: StateDB, config: Config, scheduler: Any, *, host: str
 
     folder = Path(tempfile.mkdtemp(prefix="keystead-metrics-"))  # private (0700), empty
     metrics.enable(folder)
+    state = None
     try:
+        state = StateDB.open(config.state_url, create=True)
+        assert state is not None
         exporter = serve(state, config, host=host, port=port, as_of=as_of,
                          scheduler_running=lambda: bool(scheduler.running) and not _stop.is_set())
         log.info("metrics on %s/metrics, health on %s/healthz", exporter.url, exporter.url,
@@ -175,6 +179,8 @@ def serving_metrics(state: StateDB, config: Config, scheduler: Any, *, host: str
         finally:
             exporter.close()
     finally:
+        if state is not None:
+            state.close()
         metrics.disable()
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -207,7 +213,7 @@ def run_scheduler(config: Config, *, interval_minutes: int | None = None, as_of:
             log.info("worker started: sweep every %d min, state %s", minutes, state.where)
             _stop.clear()
             with stop_on_signals(_stop, then=lambda: scheduler.shutdown(wait=False)), \
-                    serving_metrics(state, config, scheduler, host=metrics_host, port=metrics_port, as_of=as_of):
+                    serving_metrics(config, scheduler, host=metrics_host, port=metrics_port, as_of=as_of):
                 try:
                     scheduler.start()
                 except (KeyboardInterrupt, SystemExit):
