@@ -164,6 +164,13 @@ def test_the_service_account_carries_irsa_and_workload_identity() -> None:
     assert sa["metadata"]["namespace"] == docs["Deployment"]["metadata"]["namespace"]
 
 
+def test_the_disruption_budget_keeps_workers_running() -> None:
+    docs = _manifests()
+    pdb, dep = docs["PodDisruptionBudget"], docs["Deployment"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert pdb["spec"]["maxUnavailable"] < dep["spec"]["replicas"]
+
+
 def test_the_metrics_service_selects_the_workers_pods() -> None:
     docs = _manifests()
     svc, dep = docs["Service"], docs["Deployment"]

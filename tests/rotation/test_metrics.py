@@ -411,3 +411,35 @@ def test_health_is_503_when_the_scheduler_is_not_running(env: Env) -> None:
         assert not down.ok and down.body["reason"] == "the scheduler is not running"
     finally:
         state.close()
+
+
+@pytest.mark.pg
+def test_worker_on_postgresql_is_unhealthy_while_the_database_refuses(tmp_path: Path, pg_url: str) -> None:  # noqa: F811
+    import psycopg
+
+    from tests.rotation.test_postgres import SERVER
+
+    env = make_env(tmp_path / "ws", n=30, state=pg_url)
+    w = Worker(env, "--as-of", DUE.isoformat())
+    database = pg_url.rsplit("/", 1)[1]
+    admin = SERVER.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    try:
+        done = w.wait_for("keystead_rotation_state", 1, key="main", state="done")[-1]
+        assert get(done, "keystead_rewrapped_slots_total", key="main") == env.n
+        assert get(done, "keystead_rotation_rewrapped_slots", key="main") == env.n
+        assert scrape(w.base, "/healthz")[0] == 200
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+        try:
+            code, body = scrape(w.base, "/healthz")
+            assert code == 503, body
+            assert database in json.loads(body)["reason"]
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+        assert scrape(w.base, "/healthz")[0] == 200  # a new connection once the server lets it in
+    finally:
+        code = w.stop()
+    # The killed connection held the worker's session lock; the worker still stops cleanly.
+    assert code == 0, w.lines[-3:]
