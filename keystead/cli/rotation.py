@@ -177,9 +177,15 @@ def _fmt_seconds(s: float) -> str:
     return str(timedelta(seconds=round(s)))
 
 
-def _report(result: SweepResult, as_json: bool) -> None:
+def _report(result: SweepResult, as_json: bool, log_format: str = "text") -> None:
     if as_json:
         print_json({"failed": result.failed, "keys": [r.as_dict() for r in result.keys]})
+    elif log_format == "json":  # stderr stays one JSON object a line (but for a final error line)
+        logger = logging.getLogger("keystead.rotation")
+        for r in result.keys:
+            logger.log(logging.WARNING if r.failed else logging.INFO, "%s %s", r.outcome, r.message,
+                       extra={"keystead": {"key": r.key, "outcome": str(r.outcome), "state": r.state,
+                                           "rewrapped": r.rewrapped}})
     else:
         out = err_console()
         for r in result.keys:  # failures are said once, in the error line below
@@ -245,7 +251,7 @@ def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool,
     stop = threading.Event()
     with stop_on_signals(stop):
         result = run_once(app.config, as_of=when, only=key, force=force, progress=_progress(log_format), stop=stop)
-    _report(result, as_json)
+    _report(result, as_json, log_format)
 
 
 @click.command()
@@ -277,7 +283,7 @@ def worker(app: App, once: bool, as_of: str | None, interval: int | None, metric
     stop = threading.Event()
     with stop_on_signals(stop):
         result = run_once(config, as_of=when, progress=_progress(log_format), stop=stop)
-    _report(result, as_json)
+    _report(result, as_json, log_format)
 
 
 @click.command()

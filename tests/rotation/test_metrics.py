@@ -310,8 +310,9 @@ def test_json_logs_at_debug_hold_no_secret_value_or_key_material(env: Env) -> No
     before = _key_material(env)  # version 1, which the rotation retires (grace 0)
     r = env.run("--debug", "rotate", "main", "--force", "--log-format", "json", "--as-of", DUE.isoformat())
     assert r.returncode == 0, r.stderr
-    lines = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in r.stderr.splitlines()]  # every line is one JSON object
     assert any(line.get("event") == "rotation.rewrap" and line.get("key") == "local:main" for line in lines)
+    assert any(line.get("outcome") == "done" and line.get("key") == "main" for line in lines)
     assert any(line.get("event") == "rotation.done" for line in lines)
     assert {line["level"] for line in lines} <= {"debug", "info", "warning", "error", "critical"}
     material = set(before + _key_material(env))
