@@ -82,7 +82,7 @@ class PostgresStore:
     config). Thread-safe: the engine pools connections.
     """
 
-    def __init__(self, url: str, *, engine_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, url: str, *, engine_options: dict[str, Any] | None = None, check: bool = True) -> None:
         parsed = parse_url(url)
         self.url = redact_url(url)
         self.host = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
@@ -97,11 +97,20 @@ class PostgresStore:
             parsed, pool_pre_ping=True, pool_size=2, max_overflow=8, connect_args=connect_args,
             hide_parameters=True, **(engine_options or {}),
         )
+        if not check:  # keystead db upgrade / status: the schema is theirs to read and change
+            return
         try:
             self._run(lambda: pgschema.ensure(self.engine, self.where), write=True, doing="opening")
         except BaseException:
             self.engine.dispose()
             raise
+
+    @classmethod
+    def upgrade(cls, url: str) -> tuple[int, int]:
+        """``keystead db upgrade``: bring the vault schema at ``url`` to this keystead's version
+        (creating it in an empty database); (version before, version after)."""
+        with cls(url, check=False) as store:
+            return store._run(lambda: pgschema.upgrade(store.engine, store.where), write=True, doing="upgrading")
 
     # -- whole envelopes -------------------------------------------------
 
@@ -324,6 +333,7 @@ class PostgresStore:
     # -- schema ------------------------------------------------------------
 
     def schema_version(self) -> int:
+        """The vault schema version in the database (0: none yet)."""
         return self._read(lambda c: pgschema.version(c, self.where))
 
     def close(self) -> None:
