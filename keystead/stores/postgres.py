@@ -72,6 +72,11 @@ _TRANSIENT_CLASSES = ("08", "53", "57", "40", "58")  # connection, resources, op
 _AUTH = ("28000", "28P01")
 _NO_DATABASE = "3D000"
 _PRIVILEGE = "42501"
+_CONNECT_REFUSALS = (  # the server's FATAL at login (libpq gives no SQLSTATE for it): not transient
+    ("password authentication failed", "28P01"), ("authentication failed", "28P01"),
+    ("no pg_hba.conf entry", "28000"), ("role \"", "28000"), ("does not exist", _NO_DATABASE),
+    ("permission denied for database", _PRIVILEGE),
+)
 
 
 class PostgresStore:
@@ -382,6 +387,8 @@ class PostgresStore:
         orig = exc.orig
         sqlstate = str(getattr(orig, "sqlstate", None) or "")
         detail = self._scrub(str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__)
+        if not sqlstate:  # libpq reports a refused connection as text only
+            sqlstate = next((code for pattern, code in _CONNECT_REFUSALS if pattern in detail), "")
         if sqlstate in _AUTH:
             return StoreError(f"{self.where}: the server refused the login ({detail})")
         if sqlstate == _NO_DATABASE:
@@ -409,7 +416,7 @@ def parse_url(url: str) -> sa.URL:
     """``postgresql://`` / ``postgresql+psycopg://`` / ``postgres://`` as a psycopg 3 URL; other drivers refused."""
     try:
         parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(f"vault store URL {redact_url(url)!r} is not a valid PostgreSQL URL "
                           "(postgresql://USER@HOST:PORT/DATABASE)") from None
     if parsed.drivername not in ("postgresql", "postgresql+psycopg"):
