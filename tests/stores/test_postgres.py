@@ -98,7 +98,7 @@ def test_newer_vault_schema_is_refused_and_left_alone(pg_schema_url, make_env):
         s.put(make_env("A"))
     with admin(pg_schema_url) as conn:
         conn.execute("INSERT INTO keystead_vault_schema VALUES (2, 0, '9.9')")
-    with pytest.raises(StoreError, match=r"has vault schema version 2; this keystead .* knows up to 1: upgrade keystead"):
+    with pytest.raises(StoreError, match=r"has vault schema version 2; this keystead .* knows up to 1: upgrade"):
         PostgresStore(pg_schema_url)
     with pytest.raises(StoreError, match="knows up to 1"):
         PostgresStore.upgrade(pg_schema_url)
