@@ -88,6 +88,7 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_
         if not keyfile.exists() or key_name not in keyfile.load():
             keyfile.create(key_name)
         with Vault.open(config) as vault:
+            held = vault.store.count()
             vault.audit.append("keys.create", key=f"local:{key_name}")
             vault.audit.append("vault.init", store=config.store_url.split(":", 1)[0])
     except Exception:
@@ -96,6 +97,10 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_
     if tightened is not None:
         say(f"[yellow]warning:[/] {private} was mode {tightened:04o}: tightened to 0700 (it holds the key file)")
     say(f"initialised vault {vault_name!r}: {path} (key local:{key_name}, store {shown})")
+    if held:
+        say(f"[yellow]warning:[/] store {shown} already holds {held} secret(s) of another keystead config: "
+            f"this config opens them only with the same vault name and keys (copy that config's key file, "
+            f"or give this vault a database or schema of its own)")
     if shown != store:
         say(f"{path} holds the database password: it is mode 0600 (PGPASSWORD or ~/.pgpass keep it out of the file)")
     say(f"{private}/ holds the key that opens every secret: {private / '.gitignore'} keeps all of it out of git")
