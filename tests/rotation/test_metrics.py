@@ -21,9 +21,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from keystead.rotation.metrics import StateCollector
+from tests.conftest import pg_admin
 from tests.rotation.conftest import DUE, T0, Env, make_env, value
 from tests.rotation.test_engine import _stop_on, sweep
-from tests.rotation.test_postgres import pg_url  # noqa: F401 (a fixture)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -243,22 +243,17 @@ def test_collector_on_sqlite(tmp_path: Path) -> None:
 
 
 @pytest.mark.pg
-def test_collector_on_postgresql(tmp_path: Path, pg_url: str) -> None:  # noqa: F811 (the fixture)
+def test_collector_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     _collector_lifecycle(make_env(tmp_path / "ws", state=pg_url))
 
 
 @pytest.mark.pg
-def test_collector_says_down_when_postgresql_goes_away(tmp_path: Path, pg_url: str) -> None:  # noqa: F811
-    import psycopg
-
-    from tests.rotation.test_postgres import SERVER
-
+def test_collector_says_down_when_postgresql_goes_away(tmp_path: Path, pg_url: str) -> None:
     env = make_env(tmp_path / "ws", state=pg_url)
     state = env.state()
     try:
         assert get(collect(StateCollector(state, env.config())), "keystead_state_db_up") == 1
-        admin = SERVER.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
+        with pg_admin() as conn:
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                          (pg_url.rsplit("/", 1)[1],))
             conn.execute(f'ALTER DATABASE "{pg_url.rsplit("/", 1)[1]}" WITH ALLOW_CONNECTIONS false')
@@ -271,7 +266,7 @@ def test_collector_says_down_when_postgresql_goes_away(tmp_path: Path, pg_url: s
             health = check_health(state, lambda: True)
             assert not health.ok and "state database" in str(health.body["reason"])
         finally:
-            with psycopg.connect(admin, autocommit=True) as conn:
+            with pg_admin() as conn:
                 conn.execute(f'ALTER DATABASE "{pg_url.rsplit("/", 1)[1]}" WITH ALLOW_CONNECTIONS true')
         assert check_health_ok(state)
     finally:
@@ -415,21 +410,16 @@ def test_health_is_503_when_the_scheduler_is_not_running(env: Env) -> None:
 
 
 @pytest.mark.pg
-def test_worker_on_postgresql_is_unhealthy_while_the_database_refuses(tmp_path: Path, pg_url: str) -> None:  # noqa: F811
-    import psycopg
-
-    from tests.rotation.test_postgres import SERVER
-
+def test_worker_on_postgresql_is_unhealthy_while_the_database_refuses(tmp_path: Path, pg_url: str) -> None:
     env = make_env(tmp_path / "ws", n=30, state=pg_url)
     w = Worker(env, "--as-of", DUE.isoformat())
     database = pg_url.rsplit("/", 1)[1]
-    admin = SERVER.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
     try:
         done = w.wait_for("keystead_rotation_state", 1, key="main", state="done")[-1]
         assert get(done, "keystead_rewrapped_slots_total", key="main") == env.n
         assert get(done, "keystead_rotation_rewrapped_slots", key="main") == env.n
         assert scrape(w.base, "/healthz")[0] == 200
-        with psycopg.connect(admin, autocommit=True) as conn:
+        with pg_admin() as conn:
             conn.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
         try:
@@ -437,7 +427,7 @@ def test_worker_on_postgresql_is_unhealthy_while_the_database_refuses(tmp_path: 
             assert code == 503, body
             assert database in json.loads(body)["reason"]
         finally:
-            with psycopg.connect(admin, autocommit=True) as conn:
+            with pg_admin() as conn:
                 conn.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
         assert scrape(w.base, "/healthz")[0] == 200  # a new connection once the server lets it in
     finally:
