@@ -24,6 +24,7 @@ never the password (nor SQL parameters).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,6 +45,9 @@ CHUNK = 1000
 CONNECT_TIMEOUT = int(os.environ.get("KEYSTEAD_PG_CONNECT_TIMEOUT", "10"))
 """Seconds to wait for a connection (unless the URL sets ``connect_timeout``)."""
 
+ANALYZE_AFTER = 10_000
+"""A put_many of this many envelopes ends with ANALYZE (see :meth:`PostgresStore._analyze`)."""
+
 _T = TypeVar("_T")
 
 _SECRETS, _SLOTS = pgschema.secrets.name, pgschema.slots.name
@@ -61,7 +65,7 @@ _INSERT_SLOTS = (f"INSERT INTO {_SLOTS} (key, secret, position, provider, versio
 _REPLACE = (f"UPDATE {_SLOTS} AS l SET version = u.version, wrapped_at = u.wrapped_at, wrapped = u.wrapped"
             f" FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bytea[], %s::bytea[])"
             f" AS u(secret, old_version, version, wrapped_at, wrapped, old_wrapped)"
-            f" WHERE l.key = %s AND l.secret = u.secret AND l.version = u.old_version"
+            f" WHERE l.key = %s AND l.secret = ANY(%s::text[]) AND l.secret = u.secret AND l.version = u.old_version"
             f" AND (u.old_wrapped IS NULL OR l.wrapped = u.old_wrapped)")
 _DAMAGED_SQL = (f"SELECT name FROM {_SECRETS} WHERE name > %s"
                 f" AND NOT EXISTS (SELECT 1 FROM {_SLOTS} WHERE {_SLOTS}.secret = {_SECRETS}.name)")
@@ -154,7 +158,10 @@ class PostgresStore:
                                                   [s.wrapped for _, _, s in flat]))
             return len(items)
 
-        return self._write(write) if items else 0
+        written = self._write(write) if items else 0
+        if written >= ANALYZE_AFTER:
+            self._analyze()
+        return written
 
     def delete(self, name: str) -> None:
         check_name(name)
@@ -250,7 +257,8 @@ class PostgresStore:
             first.setdefault(u.secret, u)
         us = sorted(first.values(), key=lambda u: u.secret.encode())
         params = ([u.secret for u in us], [u.old_version for u in us], [u.version for u in us],
-                  [u.wrapped_at for u in us], [u.wrapped for u in us], [u.old_wrapped for u in us], key)
+                  [u.wrapped_at for u in us], [u.wrapped for u in us], [u.old_wrapped for u in us], key,
+                  [u.secret for u in us])
         return self._write(lambda c: int(c.exec_driver_sql(_REPLACE, params).rowcount))
 
     def swap(self, pairs: Sequence[tuple[Envelope, Envelope]]) -> set[str]:
@@ -334,6 +342,17 @@ class PostgresStore:
                 holding = c.exec_driver_sql(f"SELECT count(DISTINCT secret) FROM {_SLOTS}").scalar_one()
             self._slotless = holding < secrets
         return self._slotless
+
+    def _analyze(self) -> None:
+        """Refresh the planner's statistics after a bulk write, best effort.
+
+        Until autovacuum gets to a freshly filled table the planner takes a key's
+        slots for a handful of rows and scans them all for every rewrap page (measured:
+        3x slower at 50,000 slots). A user that does not own the tables is only
+        warned by the server, and autovacuum still catches up later."""
+        with contextlib.suppress(sa.exc.DBAPIError), self.engine.connect() as c:
+            c.exec_driver_sql(f"ANALYZE {_SECRETS}, {_SLOTS}")
+            c.commit()
 
     # -- schema ------------------------------------------------------------
 
