@@ -310,3 +310,44 @@ def test_statement_timeout_is_transient(pg_schema_url, make_env):
                 s.replace_slots(KEY, [SlotUpdate(e.name, "1", "2", 5, b"new") for e in envs])
             locker.rollback()
         assert s.version_counts(KEY) == {"1": 20}
+
+
+# -- privileges (docs/postgresql.md) -------------------------------------------------
+
+@pytest.fixture
+def app_role(pg_url):
+    """A login role with no privileges of its own on the test database's tables (dropped after)."""
+    import secrets as random
+
+    role = f"keystead_app_{random.token_hex(3)}"
+    with admin(pg_url) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    yield role
+    with admin(pg_url) as conn:
+        conn.execute(f'DROP OWNED BY "{role}"')
+        conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_the_documented_privileges_are_enough_and_fewer_are_one_clear_line(pg_url, app_role, make_env):
+    with PostgresStore(pg_url) as s:  # created by the owner (the postgres user here)
+        s.put(make_env("A"))
+    as_app = pg_url.replace("postgres@", f"{app_role}@")
+    with pytest.raises(StoreError, match=r"permission denied opening \(permission denied for table "
+                                         r"keystead_vault_schema\); see docs/postgresql.md"):
+        PostgresStore(as_app)
+    with admin(pg_url) as conn:  # the grants docs/postgresql.md lists, and no more
+        conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON keystead_vault_secrets, keystead_vault_slots,'
+                     f' keystead_vault_meta TO "{app_role}"')
+        conn.execute(f'GRANT SELECT ON keystead_vault_schema TO "{app_role}"')
+    with PostgresStore(as_app) as s:
+        env = make_env("B", slots=[(KEY, "1")])
+        assert s.put_many([env] + [make_env(f"C{i:05d}") for i in range(10_000)]) == 10_001  # ANALYZE: a warning
+        rows = s.slots_behind(KEY, "2", limit=5)
+        assert s.replace_slots(KEY, [SlotUpdate(r.secret, r.version, "2", 5, b"new") for r in rows]) == 5
+        assert s.swap([(s.get("B"), env)]) == {"B"}
+        s.delete("A")
+        assert s.version_counts(KEY) == {"1": 9_998, "2": 3}  # A deleted, B swapped back to version 1
+    with pytest.raises(StoreError, match="permission denied upgrading"), admin(pg_url) as conn:
+        conn.execute("INSERT INTO keystead_vault_schema VALUES (0, 0, 'x')")  # make the schema look older
+        conn.execute("DELETE FROM keystead_vault_schema WHERE version = 1")
+        PostgresStore.upgrade(as_app)
