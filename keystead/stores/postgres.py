@@ -106,6 +106,9 @@ class PostgresStore:
             parsed, pool_pre_ping=True, pool_size=2, max_overflow=8, connect_args=connect_args,
             hide_parameters=True, **(engine_options or {}),
         )
+        # One snapshot per read, begun as BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY (psycopg
+        # sets both on the BEGIN it sends: no round trip of their own); the same pool of connections.
+        self._reader = self.engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         if not check:  # keystead db upgrade / status: the schema is theirs to read and change
             return
         try:
@@ -376,8 +379,7 @@ class PostgresStore:
 
     def _read(self, work: Callable[[sa.Connection], _T]) -> _T:
         def once() -> _T:
-            with self.engine.connect() as c:
-                c.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            with self._reader.connect() as c:
                 return work(c)  # the connection's end rolls the read-only transaction back
 
         return self._run(once, write=False, doing="reading")
