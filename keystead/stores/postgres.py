@@ -94,7 +94,8 @@ class PostgresStore:
     def __init__(self, url: str, *, engine_options: dict[str, Any] | None = None, check: bool = True) -> None:
         parsed = parse_url(url)
         self.url = redact_url(url)
-        self.host = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+        socket = parsed.query.get("host")  # postgresql:///vault?host=/var/run/postgresql: a Unix socket
+        self.host = f"{parsed.host or (socket if isinstance(socket, str) else None) or 'localhost'}:{parsed.port or 5432}"
         self.database = str(parsed.database)
         self.where = f"vault database {self.database!r} on {self.host}"
         self._password = parsed.password or ""
