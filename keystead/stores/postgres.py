@@ -95,7 +95,8 @@ class PostgresStore:
         parsed = parse_url(url)
         self.url = redact_url(url)
         socket = parsed.query.get("host")  # postgresql:///vault?host=/var/run/postgresql: a Unix socket
-        self.host = f"{parsed.host or (socket if isinstance(socket, str) else None) or 'localhost'}:{parsed.port or 5432}"
+        host = parsed.host or (socket if isinstance(socket, str) else None) or "localhost"
+        self.host = f"{host}:{parsed.port or 5432}"
         self.database = str(parsed.database)
         self.where = f"vault database {self.database!r} on {self.host}"
         self._password = parsed.password or ""
