@@ -17,8 +17,8 @@ compare-and-swap ``UPDATE``. Writers lock a secret row before its slots
 Errors: a lost or refused connection, a server shutting down, a statement
 timeout, a deadlock or serialization failure raise :class:`StoreUnavailable`
 (transient: the transaction was rolled back, retry later); a read is retried
-once on a fresh connection first. Wrong password, missing database, missing
-privilege raise :class:`StoreError`. Messages name the host and the database,
+once on a fresh connection first, a deadlocked call up to three times. Wrong
+password, missing database, missing privilege raise :class:`StoreError`. Messages name the host and the database,
 never the password (nor SQL parameters).
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
@@ -73,6 +74,8 @@ _DAMAGED_SQL = (f"SELECT name FROM {_SECRETS} WHERE name > %s"
 
 # SQLSTATE classes and codes (https://www.postgresql.org/docs/current/errcodes-appendix.html).
 _TRANSIENT_CLASSES = ("08", "53", "57", "40", "58")  # connection, resources, operator intervention, rollback, system
+_ROLLED_BACK = ("40001", "40P01")  # serialization failure, deadlock: the whole transaction was undone
+RETRIES = 3
 _AUTH = ("28000", "28P01")
 _NO_DATABASE = "3D000"
 _PRIVILEGE = "42501"
@@ -394,14 +397,22 @@ class PostgresStore:
         return self._run(once, write=True, doing="writing")
 
     def _run(self, call: Callable[[], _T], *, write: bool, doing: str) -> _T:
-        """``call()`` with database errors translated; a read that lost its connection is retried once."""
-        for attempt in (1, 2):
+        """``call()`` with database errors translated.
+
+        Retried: a read whose connection was lost (once, on a fresh connection), and any
+        call the server rolled back whole for a deadlock or a serialization failure (up to
+        :data:`RETRIES` times: nothing of it was committed). A write that lost its
+        connection is not retried: its commit may have happened."""
+        for attempt in range(1, RETRIES + 1):
             try:
                 return call()
             except sa.exc.DBAPIError as exc:
                 error = self._error(exc, doing)
-                if write or attempt == 2 or not isinstance(error, StoreUnavailable):
+                rolled_back = str(getattr(exc.orig, "sqlstate", None) or "") in _ROLLED_BACK
+                if attempt == RETRIES or not isinstance(error, StoreUnavailable) or not (
+                        rolled_back or (not write and attempt == 1)):
                     raise error from exc
+                time.sleep(0.05 * attempt)
             except sa.exc.SQLAlchemyError as exc:  # not from the driver: a bug or a misuse, still one line
                 raise StoreError(f"{self.where}: {doing} failed ({type(exc).__name__})") from exc
         raise AssertionError("unreachable")

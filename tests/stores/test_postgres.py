@@ -351,3 +351,32 @@ def test_the_documented_privileges_are_enough_and_fewer_are_one_clear_line(pg_ur
         conn.execute("INSERT INTO keystead_vault_schema VALUES (0, 0, 'x')")  # make the schema look older
         conn.execute("DELETE FROM keystead_vault_schema WHERE version = 1")
         PostgresStore.upgrade(as_app)
+
+
+def test_a_batch_chosen_as_a_deadlock_victim_is_retried_whole(pg, pg_schema_url, make_env):
+    _vault(pg, make_env, n=2)  # K0000, K0001
+    rows = pg.slots_behind(KEY, "2")
+    updates = [SlotUpdate(r.secret, r.version, "2", 5, b"new", r.wrapped) for r in rows]
+    outcome: list[str] = []
+
+    def other_writer() -> None:
+        with admin(pg_schema_url) as conn:
+            conn.autocommit = False
+            conn.execute("SET deadlock_timeout = '20s'")  # the store's session detects the cycle: it is the victim
+            conn.execute("SELECT 1 FROM keystead_vault_slots WHERE secret = 'K0001' FOR UPDATE")
+            ready.set()
+            end = time.monotonic() + 20
+            while not backends(conn, waiting=True) and time.monotonic() < end:
+                time.sleep(0.02)
+            conn.execute("SELECT 1 FROM keystead_vault_slots WHERE secret = 'K0000' FOR UPDATE")  # the cycle
+            outcome.append("other writer got both rows")
+            conn.rollback()
+
+    ready = threading.Event()
+    t = threading.Thread(target=other_writer, daemon=True)
+    t.start()
+    ready.wait(10)
+    assert pg.replace_slots(KEY, updates) == 2  # aborted once by the server, then redone
+    t.join(30)
+    assert outcome == ["other writer got both rows"]
+    assert pg.version_counts(KEY) == {"2": 2}
