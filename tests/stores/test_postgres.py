@@ -241,6 +241,15 @@ def test_repr_and_url_hide_the_password(pg_url):
         assert "hunter2" not in repr(s.engine.url)
 
 
+def test_open_store_opens_every_postgresql_url_form(pg_url, make_env):
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    for url in (pg_url, plain, plain.replace("postgresql://", "postgres://")):
+        with open_store(url) as s:
+            assert isinstance(s, PostgresStore) and s.url == url
+            s.put(make_env("A"))
+            assert s.names() == ["A"]
+
+
 def test_bad_urls_are_config_errors():
     for bad, why in [("postgresql+asyncpg://db/v", "psycopg 3"), ("postgresql://app:hunter2@db", "names no database"),
                      ("postgresql://app:hunter2@db:notaport/v", "not a valid PostgreSQL URL")]:

@@ -51,12 +51,14 @@ def test_cli_round_trip_on_postgresql(pg_ws: Workspace, pg_url: str) -> None:
     listed = ws.cli("secrets", "list")
     assert listed.stdout.split() == ["API_KEY", "DB_URL"]
     rotated = ws.cli("rotate", "--force", "main")
+    worker = ws.run("worker", "--once")  # a real process: the sweep finds nothing due, exit 0
+    assert worker.returncode == 0, worker.stderr
     assert ws.cli("secrets", "get", "API_KEY").stdout.rstrip("\n") == "k-1"
     status = ws.cli("db", "status")
     assert "schema 1 (this keystead: 1)  current" in status.stdout
     upgrade = ws.cli("db", "upgrade")
     assert "already current" in upgrade.stderr
-    _clean(*outputs, get, listed, rotated, status, upgrade)
+    _clean(*outputs, get, listed, rotated, worker, status, upgrade)
     with admin(pg_url) as conn:  # the rotation rewrapped both slots in the database
         assert conn.execute("SELECT version, count(*) FROM keystead_vault_slots GROUP BY version").fetchall() == [
             ("2", 2)]
