@@ -130,3 +130,20 @@ def test_rotation_paused_by_a_killed_store_connection_resumes_with_nothing_half_
         assert Engine(vault, state, now=DUE).run_key("main").outcome == "done"
         state.close()
     assert env.check_all_open() == {"2": 40}
+
+
+def test_db_upgrade_migrates_an_older_vault_that_commands_refuse(pg_ws: Workspace, pg_url: str, monkeypatch) -> None:
+    from keystead.stores import pgschema
+
+    pg_ws.cli("secrets", "set", "A", input="v\n")
+    monkeypatch.setattr(pgschema, "SCHEMA_VERSION", 2)  # this keystead is one vault schema ahead of the database
+    monkeypatch.setitem(pgschema.MIGRATIONS, 2, lambda conn: conn.exec_driver_sql(
+        "CREATE INDEX keystead_vault_slots_by_version ON keystead_vault_slots (key, version)"))
+    refused = pg_ws.cli("secrets", "get", "A", ok=False)
+    assert refused.exit_code == 7 and "older than this keystead's 2: run `keystead db upgrade`" in refused.stderr
+    assert "older: run `keystead db upgrade`" in pg_ws.cli("db", "status").stdout
+    upgraded = pg_ws.cli("db", "upgrade")
+    assert "schema version 1 -> 2" in upgraded.stderr
+    assert pg_ws.cli("secrets", "get", "A").stdout.rstrip("\n") == "v"
+    assert "schema 2 (this keystead: 2)  current" in pg_ws.cli("db", "status").stdout
+    _clean(refused, upgraded)
