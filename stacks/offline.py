@@ -45,7 +45,24 @@ class Record:
     props: Mapping[str, Any]
     ignore_changes: tuple[str, ...] = ()
     depends_on: tuple[str, ...] = ()
+    provider: str = ""  # "" for the default provider (the stack declares no other)
+    outputs: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # what FakeCloud returned
     raw_props: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """What a run declared (sorted by URN) and what the stack exported."""
+
+    records: list[Record]
+    exports: Mapping[str, Any]
+
+    def of_type(self, typ: str) -> list[Record]:
+        return [r for r in self.records if r.type == typ]
+
+    def named(self, typ: str, name: str) -> Record:
+        (found,) = [r for r in self.records if r.type == typ and r.name == name]
+        return found
 
 
 def _hex(*parts: str, n: int = 32) -> str:
@@ -178,12 +195,15 @@ class RecordingMonitor(runtime_mocks.MockMonitor):  # type: ignore[misc]  # pulu
                 else None, parent_urn=request.parent or None, custom=request.custom,
                 protect=bool(request.protect) if request.HasField("protect") else False,
                 props=redact(props), ignore_changes=tuple(request.ignoreChanges),
-                depends_on=tuple(sorted(names.get(d, d) for d in request.dependencies)), raw_props=props))
+                depends_on=tuple(sorted(names.get(d, d) for d in request.dependencies)),
+                provider=request.provider,
+                outputs=unwrap(dict(self.resources[urn].state)) if urn in self.resources else {},
+                raw_props=props))
         return out
 
 
 def run(program: Callable[[], None], *, stack: str = "dev", project: str = "keystead",
-        config: Mapping[str, str] | None = None, secret_keys: list[str] | None = None) -> list[Record]:
+        config: Mapping[str, str] | None = None, secret_keys: list[str] | None = None) -> Graph:
     """Run ``program`` under mocks (the engine's role, offline) and return what it declared.
 
     Errors the program raises propagate unchanged. ``config`` replaces the whole config map.
@@ -194,14 +214,18 @@ def run(program: Callable[[], None], *, stack: str = "dev", project: str = "keys
     pulumi.runtime.settings.set_root_resource(None)  # else a second run reuses the first run's Stack
     pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=False, monitor=monitor)
     failure: list[BaseException] = []
+    exports: dict[str, Any] = {}
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]  # runs fn in the Pulumi runtime, waits for every RPC
-    def _run() -> None:
+    def _run() -> pulumi.Output[None]:
         try:
             program()
         except BaseException as exc:  # kept: pulumi would otherwise log it and wrap it
             failure.append(exc)
             raise
+        root = pulumi.runtime.settings.get_root_resource()
+        declared = dict(getattr(root, "outputs", None) or {})  # what pulumi.export put on the Stack
+        return pulumi.Output.from_input(declared).apply(exports.update)  # awaited by pulumi.runtime.test
 
     try:
         _run()
@@ -209,7 +233,7 @@ def run(program: Callable[[], None], *, stack: str = "dev", project: str = "keys
         if failure:
             raise failure[0] from None
         raise
-    return monitor.records()
+    return Graph(records=monitor.records(), exports=unwrap(exports))
 
 
 def load_stack_config(directory: Path, stack: str) -> tuple[str, dict[str, str], list[str]]:

@@ -41,13 +41,15 @@ def plan(stack_name: str, directory: str, as_json: bool) -> None:
 
     base = program.project_dir(Path(directory))
     project, values, secrets = offline.load_stack_config(base, stack_name)
-    records = offline.run(lambda: program.main(base), stack=stack_name, project=project, config=values,
-                          secret_keys=secrets)
+    graph = offline.run(lambda: program.main(base), stack=stack_name, project=project, config=values,
+                        secret_keys=secrets)
+    records = graph.records
     violations = _violations(records)
     if as_json:
         click.echo(json.dumps({
             "project": project, "stack": stack_name,
             "resources": [_as_dict(r) for r in records],
+            "outputs": graph.exports,  # what `pulumi stack output --json` would print (mock ids and ARNs)
             "violations": violations,
         }, indent=2, sort_keys=True))
     else:
