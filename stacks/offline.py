@@ -117,8 +117,8 @@ class FakeCloud(pulumi.runtime.Mocks):
         out["id"] = rid
         return rid, out
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
-        return {}  # a plain dict: the base class's ({}, None) crashes MockMonitor.Invoke
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, []  # (outputs, failures): the base class's ({}, None) crashes MockMonitor.Invoke
 
 
 def _close_thread_loop() -> None:
@@ -160,7 +160,7 @@ def unwrap(value: Any) -> Any:
     return value
 
 
-class RecordingMonitor(runtime_mocks.MockMonitor):  # type: ignore[misc]  # pulumi's mocks module is untyped
+class RecordingMonitor(runtime_mocks.MockMonitor):
     """Keeps every RegisterResourceRequest (executor threads: under a lock, keyed by URN)."""
 
     def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
@@ -168,9 +168,9 @@ class RecordingMonitor(runtime_mocks.MockMonitor):  # type: ignore[misc]  # pulu
         self.requests: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
+    def RegisterResource(self, request: Any) -> Any:
         try:
-            response = super().RegisterResource(request)
+            response = super().RegisterResource(request)  # type: ignore[no-untyped-call]  # untyped in pulumi
             props = rpc.deserialize_properties(request.object, keep_unknowns=True)
             with self._lock:
                 self.requests[response.urn] = (request, props)
@@ -178,9 +178,9 @@ class RecordingMonitor(runtime_mocks.MockMonitor):  # type: ignore[misc]  # pulu
         finally:
             _close_thread_loop()
 
-    def Invoke(self, request: Any) -> Any:  # noqa: N802
+    def Invoke(self, request: Any) -> Any:
         try:
-            return super().Invoke(request)
+            return super().Invoke(request)  # type: ignore[no-untyped-call]  # untyped in pulumi
         finally:
             _close_thread_loop()
 
@@ -202,7 +202,7 @@ class RecordingMonitor(runtime_mocks.MockMonitor):  # type: ignore[misc]  # pulu
         return out
 
 
-def run(program: Callable[[], None], *, stack: str = "dev", project: str = "keystead",
+def run(program: Callable[[], object], *, stack: str = "dev", project: str = "keystead",
         config: Mapping[str, str] | None = None, secret_keys: list[str] | None = None) -> Graph:
     """Run ``program`` under mocks (the engine's role, offline) and return what it declared.
 
@@ -211,7 +211,8 @@ def run(program: Callable[[], None], *, stack: str = "dev", project: str = "keys
     pulumi.runtime.set_all_config(dict(config or {}), list(secret_keys or []))
     cloud = FakeCloud()
     monitor = RecordingMonitor(cloud)
-    pulumi.runtime.settings.set_root_resource(None)  # else a second run reuses the first run's Stack
+    # else a second run reuses the first run's Stack; pulumi's annotation does not admit the None it accepts
+    pulumi.runtime.settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=False, monitor=monitor)
     failure: list[BaseException] = []
     exports: dict[str, Any] = {}

@@ -17,9 +17,9 @@ from typing import Any
 
 import pulumi
 
-from keystead.policies.generate import render
 from keystead.policies.generate import aws as aws_docs
 from keystead.policies.generate import gcp as gcp_docs
+from keystead.policies.generate import render
 from keystead.policies.spec.model import Key, Principal, Spec
 
 from . import config as stack_config
@@ -161,7 +161,8 @@ def _crypto_key(spec: Spec, key: Key) -> CryptoKeySpec:
                          members=members)
 
 
-def _identity_policy(spec: Spec, principal: Principal, arns: Mapping[str, pulumi.Output[str]]) -> pulumi.Input[str] | None:
+def _identity_policy(spec: Spec, principal: Principal,
+                     arns: Mapping[str, pulumi.Output[str]]) -> pulumi.Input[str] | None:
     if aws_docs.identity_policy(spec, principal.name) is None:
         return None
     if not arns:

@@ -58,3 +58,19 @@ def spec_of(tmp_path: Path) -> Callable[[], Any]:
     from keystead.policies import load_spec
 
     return lambda: load_spec(tmp_path / "keystead-iam.toml")
+
+
+@pytest.fixture
+def declared(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The type of every resource the mock monitor is asked to register, in order."""
+    from keystead.stacks import offline
+
+    seen: list[str] = []
+    original = offline.RecordingMonitor.RegisterResource
+
+    def spy(self: Any, request: Any) -> Any:
+        seen.append(request.type)
+        return original(self, request)
+
+    monkeypatch.setattr(offline.RecordingMonitor, "RegisterResource", spy)
+    return seen

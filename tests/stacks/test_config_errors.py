@@ -61,26 +61,13 @@ SPEC_CASES = [
 
 
 @pytest.mark.parametrize(("label", "edit", "field"), SPEC_CASES, ids=[c[0] for c in SPEC_CASES])
-def test_spec_errors_name_the_field_and_declare_nothing(stack, label, edit, field):
-    from keystead.stacks import offline
-
-    monitor_seen = []
-    original = offline.RecordingMonitor.RegisterResource
-
-    def spy(self, request):
-        monitor_seen.append(request.type)
-        return original(self, request)
-
-    offline.RecordingMonitor.RegisterResource = spy
-    try:
-        with pytest.raises(SpecError) as caught:
-            stack(edit=edit)
-    finally:
-        offline.RecordingMonitor.RegisterResource = original
+def test_spec_errors_name_the_field_and_declare_nothing(stack, declared, label, edit, field):
+    with pytest.raises(SpecError) as caught:
+        stack(edit=edit)
     message = str(caught.value)
     assert f": {field}: " in message or message.startswith(f"{field}: "), message
     assert caught.value.exit_code == 10
-    assert set(monitor_seen) <= {"pulumi:pulumi:Stack"}, monitor_seen
+    assert set(declared) <= {"pulumi:pulumi:Stack"}, declared
 
 
 CONFIG_CASES = [
@@ -96,11 +83,12 @@ CONFIG_CASES = [
 
 
 @pytest.mark.parametrize(("label", "config", "key"), CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
-def test_stack_config_errors_name_the_config_key(stack, label, config, key):
+def test_stack_config_errors_name_the_config_key(stack, declared, label, config, key):
     with pytest.raises(StackConfigError) as caught:
         stack(config=config)
     assert str(caught.value).startswith(f"{key}: "), str(caught.value)
     assert isinstance(caught.value, ConfigError) and caught.value.exit_code == 3
+    assert set(declared) <= {"pulumi:pulumi:Stack"}, declared
 
 
 def test_a_password_that_is_not_a_secret_is_refused(stack):
@@ -108,7 +96,7 @@ def test_a_password_that_is_not_a_secret_is_refused(stack):
         stack(secret_keys=[])
 
 
-def test_a_policy_that_locks_the_deployer_out_is_refused(stack):
+def test_a_policy_that_locks_the_deployer_out_is_refused(stack, declared):
     """The deployer is not among the keys' admins: deny_destructive's Deny would stop its PutKeyPolicy."""
     with pytest.raises(LockoutError) as caught:
         stack(config={"keystead:deployer": "arn:aws:sts::111122223333:assumed-role/ci-deploy/run-42"})
@@ -117,6 +105,7 @@ def test_a_policy_that_locks_the_deployer_out_is_refused(stack):
                               "arn:aws:iam::111122223333:role/ci-deploy out"), message  # the first key, by name
     assert "MalformedPolicyDocumentException" in message and "DenyDestructiveToNonAdmins" in message
     assert isinstance(caught.value, PolicyError) and caught.value.exit_code == 10
+    assert set(declared) <= {"pulumi:pulumi:Stack"}, declared
 
 
 def test_without_root_access_the_root_deployer_is_locked_out(stack):
