@@ -37,6 +37,7 @@ KEYS = {
     "workers": "the workers whose identities this stack creates (default: all)",
     "hsmPassword": "secret: the kmsuser password of the HSM key stores",
     "hsmTrustAnchors": "store -> the cluster's trust anchor (customerCA.crt PEM or a path to it)",
+    "hsmConnected": "the key stores `keystead hsm connect` has connected: their keys are declared",
 }
 WORKER_TABLES = {"rotation": "rotation-worker", "replicator": "dr-replicator"}
 PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
@@ -61,6 +62,7 @@ class StackConfig:
     workers: tuple[Principal, ...]
     trust_anchors: Mapping[str, str]  # store -> PEM; a store without one gets no key store yet
     has_hsm_password: bool
+    connected: frozenset[str] = frozenset()  # stores whose keys are declared (CreateKey needs CONNECTED)
 
     def keys_in(self, store: str) -> tuple[Key, ...]:
         return tuple(k for k in self.keys if k.key_store == store)
@@ -89,6 +91,12 @@ def parse(values: Mapping[str, str], *, base_dir: Path, secret_keys: frozenset[s
     keys = _keys(_names(ours, "keys"), spec)
     workers = _workers(_names(ours, "workers"), spec)
     anchors = _anchors(ours.get("hsmTrustAnchors"), spec, base_dir)
+    connected = _names(ours, "hsmConnected") or ()
+    for store in connected:
+        if store not in anchors:
+            declared = "declared" if store in {s.name for s in spec.hsm_stores} else "not declared under [hsm_stores]"
+            raise StackConfigError("hsmConnected", f"key store {store!r} ({declared}) has no trust anchor in "
+                                                   "keystead:hsmTrustAnchors: it cannot have been connected yet")
     has_password = "hsmPassword" in ours and bool(ours["hsmPassword"])
     if "hsmPassword" in ours and f"{NAMESPACE}:hsmPassword" not in secret_keys:
         raise StackConfigError("hsmPassword", "must be a secret: `pulumi config set --secret hsmPassword`")
@@ -100,7 +108,7 @@ def parse(values: Mapping[str, str], *, base_dir: Path, secret_keys: frozenset[s
         if key.cloud == "aws":
             check_admin_access(key_policy(spec, key.name), deployer=deployer, where=f"keys.{key.name}")
     return StackConfig(spec=spec, spec_path=spec_path, deployer=deployer, keys=keys, workers=workers,
-                       trust_anchors=anchors, has_hsm_password=has_password)
+                       trust_anchors=anchors, has_hsm_password=has_password, connected=frozenset(connected))
 
 
 def _names(ours: Mapping[str, str], name: str) -> tuple[str, ...] | None:

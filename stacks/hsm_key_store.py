@@ -3,9 +3,11 @@
 The cluster (hsm2m.medium, FIPS mode by default; optionally restored from a backup) spans
 at least two subnets in different availability zones, with one HSM in each. AWS then needs
 steps outside Pulumi (docs/stacks.md): sign the cluster's CSR, initialize and activate the
-cluster, create the kmsuser. Only after them can a custom key store exist, so the store and
-its keys are declared once the stack config has the cluster's trust anchor certificate
-(``keystead:hsmTrustAnchors``) and the kmsuser password (``keystead:hsmPassword``, a secret).
+cluster, create the kmsuser. Only after them can a custom key store exist, so the store is
+declared once the stack config has the cluster's trust anchor certificate
+(``keystead:hsmTrustAnchors``) and the kmsuser password (``keystead:hsmPassword``, a secret),
+and its keys once the store is connected (``keystead:hsmConnected``; KMS creates keys only
+in a CONNECTED store).
 Keys in the store have origin AWS_CLOUDHSM and cannot rotate in place: no rotation is
 enabled, the worker rotates them by successor.
 """
@@ -46,6 +48,7 @@ class HsmKeyStoreArgs:
     source_backup_id: str | None = None
     trust_anchor_certificate: str | None = None  # after initialization: the cluster's customerCA.crt
     key_store_password: pulumi.Input[str] | None = None  # the kmsuser password (a Pulumi secret)
+    connected: bool = False  # the store is CONNECTED (keystead hsm connect): CreateKey works only then
     keys: Sequence[HsmKeyArgs] = field(default_factory=tuple)
 
 
@@ -78,7 +81,7 @@ class HsmKeyStore(pulumi.ComponentResource):
                 trust_anchor_certificate=args.trust_anchor_certificate,
                 key_store_password=pulumi.Output.secret(args.key_store_password), region=args.region,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.hsms)))
-            for key in args.keys:
+            for key in args.keys if args.connected else ():
                 created = aws.kms.Key(
                     key.key_name, description=f"keystead key {key.key_name} (CloudHSM {args.store_name})",
                     region=args.region, custom_key_store_id=self.store.id, policy=key.policy,

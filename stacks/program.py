@@ -106,13 +106,14 @@ def declare(cfg: stack_config.StackConfig, password: pulumi.Input[str] | None) -
             store_name=store.name, region=store.region, subnets=store.subnets, deployer=cfg.deployer,
             hsm_type=store.hsm_type, mode=store.mode, backup_retention_days=store.backup_retention_days,
             source_backup_id=store.source_backup_id, trust_anchor_certificate=cfg.trust_anchors.get(store.name),
-            key_store_password=password,
+            key_store_password=password, connected=store.name in cfg.connected,
             keys=[HsmKeyArgs(key_name=k.name, policy=_policy(spec, k), alias=k.alias or "",
                              deletion_window_days=k.deletion_window_days) for k in in_store]))
-        if hsm.store is None and in_store:
-            pulumi.log.info(f"key store {store.name}: waiting for keystead:hsmTrustAnchors.{store.name} (initialize "
-                            f"the cluster first, docs/stacks.md); its keys are not declared yet: "
-                            f"{', '.join(k.name for k in in_store)}")
+        if in_store and not hsm.keys:
+            waiting = (f"keystead:hsmTrustAnchors.{store.name} (initialize the cluster first)" if hsm.store is None
+                       else f"keystead:hsmConnected to list {store.name} (run `keystead hsm connect` first)")
+            pulumi.log.info(f"key store {store.name}: its keys ({', '.join(k.name for k in in_store)}) are not "
+                            f"declared yet: waiting for {waiting}; see docs/stacks.md")
         for key in in_store:
             if key.name in hsm.key_arns:
                 arns[key.name] = hsm.key_arns[key.name]

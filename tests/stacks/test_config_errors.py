@@ -79,6 +79,8 @@ CONFIG_CASES = [
     ("no spec", {"keystead:spec": None}, "keystead:spec"),
     ("a deployer that is no ARN", {"keystead:deployer": "kms-admins"}, "keystead:deployer"),
     ("hsm password missing", {"keystead:hsmPassword": None}, "keystead:hsmPassword"),
+    ("connected before its trust anchor", {"keystead:hsmTrustAnchors": None}, "keystead:hsmConnected"),
+    ("an undeclared store connected", {"keystead:hsmConnected": '["main", "other"]'}, "keystead:hsmConnected"),
 ]
 
 
@@ -113,9 +115,10 @@ def test_without_root_access_the_root_deployer_is_locked_out(stack):
         stack(edit=_set("aws.root_access", False), config={"keystead:deployer": None})
 
 
-def test_the_admin_deployer_passes_without_root_access(stack):
+def test_the_admin_deployer_passes_without_root_access(stack, declared):
     graph = stack(edit=_set("aws.root_access", False))
     assert graph.named("aws:kms/key:Key", "vault")
+    assert "aws:kms/key:Key" in declared  # the spy the error cases rely on does see registrations
 
 
 def test_the_component_refuses_a_lockout_policy_before_declaring_its_key():

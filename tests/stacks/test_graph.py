@@ -95,8 +95,15 @@ def test_hsm_key_store_spans_distinct_zones_and_its_keys_do_not_rotate(dev):
     assert graph.exports["hsm"]["main"]["hsm_count"] == 2
 
 
+def test_the_store_waits_for_its_connection_before_its_keys(stack):
+    graph = stack(config={"keystead:hsmConnected": None})
+    assert len(graph.of_type("aws:kms/customKeyStore:CustomKeyStore")) == 1
+    assert not [r for r in graph.of_type(KEY) if r.name == "hsm-vault"]
+    assert "hsm-vault" not in graph.exports["keys"]
+
+
 def test_without_a_trust_anchor_only_the_cluster_and_hsms_are_declared(stack):
-    graph = stack(config={"keystead:hsmTrustAnchors": None})
+    graph = stack(config={"keystead:hsmTrustAnchors": None, "keystead:hsmConnected": None})
     assert len(graph.of_type("aws:cloudhsmv2/hsm:Hsm")) == 2
     assert not graph.of_type("aws:kms/customKeyStore:CustomKeyStore")
     assert "hsm-vault" not in graph.exports["keys"]
