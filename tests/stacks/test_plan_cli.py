@@ -77,3 +77,24 @@ def test_a_spec_error_is_exit_10_and_a_missing_stack_exit_3(tmp_path):
     assert "keys.vault.rotation_days: AWS rotates every 90..2560 days, got 30" in result.stderr
     missing = CliRunner().invoke(cli, ["plan", "--dir", str(project), "--stack", "prod"])
     assert missing.exit_code == 3 and "Pulumi.prod.yaml: no such stack config" in missing.stderr
+
+
+def test_plan_runs_the_policy_checks_and_exits_10_on_a_violation(tmp_path):
+    """Needs the CrossGuard pack's checks (policies/pack/, CONTRACTS §2): skipped where they are absent."""
+    import pytest
+
+    pytest.importorskip("keystead.policies.pack.checks", reason="the CrossGuard pack (policies/pack) is not here")
+    clean = CliRunner().invoke(cli, ["plan", "--dir", str(ROOT), "--json"])
+    assert clean.exit_code == 0 and json.loads(clean.stdout)["violations"] == []
+    spec = tmp_path / "slow-iam.toml"
+    import tomlkit
+
+    doc = tomlkit.parse((ROOT / "keystead-iam.toml").read_text())
+    doc["keys"]["payments"]["rotation_days"] = 180  # valid for AWS, above the pack's 90-day maximum
+    spec.write_text(tomlkit.dumps(doc))
+    project = _project(tmp_path, **{"keystead:spec": str(spec)})
+    result = CliRunner().invoke(cli, ["plan", "--dir", str(project), "--json"])
+    assert result.exit_code == 10, result.output
+    violations = json.loads(result.stdout)["violations"]
+    assert [v["resource"] for v in violations] == ["payments"]
+    assert "policy violation" in result.stderr
