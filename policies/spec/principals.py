@@ -188,6 +188,8 @@ def _parse_trust(r: Reader, p: tuple[str, ...], body: dict[str, Any]) -> WorkerT
     irsa = {f: r.get(body, p, f, str) for f in ("issuer", "namespace", "service_account")}
     trusted = r.strings(body, p, "trusted")
     given = [f for f, v in irsa.items() if v is not None]
+    if (given or trusted) and ":role/" not in str(body.get("arn", ":role/")):
+        r.fail(p + ("arn",), "a trust is for a role: give the worker's IAM role ARN, not a user's")
     if given and trusted:
         r.fail(p + ("trusted",), "give either IRSA (issuer, namespace, service_account) or trusted, not both")
     if trusted:

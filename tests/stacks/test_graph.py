@@ -200,3 +200,23 @@ def test_a_second_run_in_one_process_is_its_own_stack(stack):
     stack()
     graph = stack(stack_name="prod")
     assert all(r.urn.startswith("urn:pulumi:prod::") for r in graph.records)
+
+
+def test_policy_generate_on_the_stack_spec_writes_the_stack_key_policies(dev, tmp_path):
+    """One inventory: `keystead policy generate` on the file Pulumi.dev.yaml names gives the same documents."""
+    from click.testing import CliRunner
+
+    from keystead.cli.entry import cli
+
+    from .conftest import SPEC
+
+    result = CliRunner().invoke(cli, ["policy", "generate", str(SPEC), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for record in dev.of_type(KEY):
+        name = record.props["tags"]["keystead:key"]
+        assert (tmp_path / f"aws/key-policies/{name}.json").read_text() == record.props["policy"]
+    for record in dev.of_type(REPLICA):
+        name, region = record.props["tags"]["keystead:key"], record.props["region"]
+        assert (tmp_path / f"aws/key-policies/{name}.{region}.json").read_text() == record.props["policy"]
+    role = dev.named("aws:iam/role:Role", "rotation-worker-role")
+    assert (tmp_path / "aws/trust-policies/rotation-worker.json").read_text() == role.props["assumeRolePolicy"]
