@@ -57,6 +57,8 @@ SPEC_CASES = [
      "principals.release.roles.nope"),
     ("undeclared key for a worker", _set("workers.replicator.keys", ["nope"]), "workers.replicator.keys"),
     ("half an IRSA trust", _drop("workers.rotation.namespace"), "workers.rotation"),
+    ("a trust for a user", _set("workers.replicator.arn", "arn:aws:iam::111122223333:user/dr"),
+     "workers.replicator.arn"),
 ]
 
 
