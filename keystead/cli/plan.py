@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from keystead.errors import PolicyError
+from keystead.errors import KeysteadError, PolicyError
 
 if TYPE_CHECKING:
     from keystead.stacks.offline import Record
@@ -37,7 +37,11 @@ HIDDEN = ("tags", "tagsAll", "labels", "description", "displayName", "trustAncho
 @click.option("--json", "as_json", is_flag=True, help="Print the graph and the checks as JSON.")
 def plan(stack_name: str, directory: str, as_json: bool) -> None:
     """Show what the stack would create, offline (a preview without credentials)."""
-    from keystead.stacks import offline, program
+    try:
+        from keystead.stacks import offline, program
+    except ImportError as exc:  # pulumi, pulumi-aws or pulumi-gcp missing
+        raise KeysteadError(f"keystead plan needs the Pulumi SDKs ({exc.name} is not installed): "
+                            "pip install 'keystead[stacks]'") from exc
 
     base = program.project_dir(Path(directory))
     project, values, secrets = offline.load_stack_config(base, stack_name)

@@ -98,3 +98,13 @@ def test_plan_runs_the_policy_checks_and_exits_10_on_a_violation(tmp_path):
     violations = json.loads(result.stdout)["violations"]
     assert [v["resource"] for v in violations] == ["payments"]
     assert "policy violation" in result.stderr
+
+
+def test_without_the_pulumi_sdks_plan_says_what_to_install():
+    """A real process in which pulumi_gcp cannot be imported (as where the stacks extra is not installed)."""
+    code = ("import sys; sys.modules['pulumi_gcp'] = None; sys.argv = ['keystead', 'plan', '--dir', sys.argv[1]]; "
+            "from keystead.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("keystead: error: keystead plan needs the Pulumi SDKs (pulumi_gcp is not "
+                                   "installed): pip install 'keystead[stacks]'")
