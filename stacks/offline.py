@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class Graph:
 
     records: list[Record]
     exports: Mapping[str, Any]
+    notes: tuple[str, ...] = ()  # what the program logged (pulumi.log), "level: message"
 
     def of_type(self, typ: str) -> list[Record]:
         return [r for r in self.records if r.type == typ]
@@ -213,7 +215,10 @@ def run(program: Callable[[], object], *, stack: str = "dev", project: str = "ke
     monitor = RecordingMonitor(cloud)
     # else a second run reuses the first run's Stack; pulumi's annotation does not admit the None it accepts
     pulumi.runtime.settings.set_root_resource(None)  # type: ignore[arg-type]
-    pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=False, monitor=monitor)
+    notes = _Notes()
+    logger = logging.Logger("keystead.stacks.offline")  # not registered: nothing else sees these records
+    logger.addHandler(notes)
+    pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=False, monitor=monitor, logger=logger)
     failure: list[BaseException] = []
     exports: dict[str, Any] = {}
 
@@ -234,7 +239,18 @@ def run(program: Callable[[], object], *, stack: str = "dev", project: str = "ke
         if failure:
             raise failure[0] from None
         raise
-    return Graph(records=monitor.records(), exports=unwrap(exports))
+    return Graph(records=monitor.records(), exports=unwrap(exports), notes=tuple(notes.lines))
+
+
+class _Notes(logging.Handler):
+    """Keeps what the program logs through pulumi.log (the mock engine hands it to a logger)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)  # not the runtime's own debug chatter
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname.lower()}: {record.getMessage()}")
 
 
 def load_stack_config(directory: Path, stack: str) -> tuple[str, dict[str, str], list[str]]:

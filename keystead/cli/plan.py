@@ -53,11 +53,12 @@ def plan(stack_name: str, directory: str, as_json: bool) -> None:
         click.echo(json.dumps({
             "project": project, "stack": stack_name,
             "resources": [_as_dict(r) for r in records],
+            "notes": list(graph.notes),
             "outputs": graph.exports,  # what `pulumi stack output --json` would print (mock ids and ARNs)
             "violations": violations,
         }, indent=2, sort_keys=True))
     else:
-        _print_tree(project, stack_name, records, violations)
+        _print_tree(project, stack_name, records, violations, graph.notes)
     if violations:
         raise PolicyError(f"{len(violations)} policy violation(s) in stack {stack_name}")
 
@@ -96,7 +97,8 @@ def _summary(props: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _print_tree(project: str, stack: str, records: Sequence[Record], violations: list[dict[str, str]] | None) -> None:
+def _print_tree(project: str, stack: str, records: Sequence[Record], violations: list[dict[str, str]] | None,
+                notes: Sequence[str] = ()) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.tree import Tree
@@ -127,6 +129,8 @@ def _print_tree(project: str, stack: str, records: Sequence[Record], violations:
     console.print(tree)
     console.print(f"{sum(r.custom for r in records)} resources, "
                   f"{sum(not r.custom for r in records) - len(roots)} components")
+    for note in notes:
+        console.print(escape(note))
     if violations is None:
         console.print("policy checks: not available (keystead.policies.pack is not installed)")
     elif not violations:

@@ -100,6 +100,7 @@ def test_the_store_waits_for_its_connection_before_its_keys(stack):
     assert len(graph.of_type("aws:kms/customKeyStore:CustomKeyStore")) == 1
     assert not [r for r in graph.of_type(KEY) if r.name == "hsm-vault"]
     assert "hsm-vault" not in graph.exports["keys"]
+    assert [n for n in graph.notes if "hsm-vault" in n and "keystead:hsmConnected" in n]
 
 
 def test_without_a_trust_anchor_only_the_cluster_and_hsms_are_declared(stack):
