@@ -100,9 +100,8 @@ def parse(values: Mapping[str, str], *, base_dir: Path, secret_keys: frozenset[s
     has_password = "hsmPassword" in ours and bool(ours["hsmPassword"])
     if "hsmPassword" in ours and f"{NAMESPACE}:hsmPassword" not in secret_keys:
         raise StackConfigError("hsmPassword", "must be a secret: `pulumi config set --secret hsmPassword`")
-    stores_needed = sorted(s for s in anchors if any(k.key_store == s for k in keys))
-    if stores_needed and not has_password:
-        raise StackConfigError("hsmPassword", f"missing: the key store of {', '.join(stores_needed)} needs the "
+    if anchors and not has_password:  # a trust anchor declares the key store, which logs in as kmsuser
+        raise StackConfigError("hsmPassword", f"missing: the key store of {', '.join(sorted(anchors))} needs the "
                                               "kmsuser password (`pulumi config set --secret hsmPassword`)")
     for key in keys:  # AWS refuses a policy that locks its caller out; catch it here, offline
         if key.cloud == "aws":
