@@ -56,7 +56,9 @@ from keystead.providers.base import Key, KeyInfo, RequestGate, RewrapResult, Rot
 QUIET_LOGGERS = ("botocore", "boto3", "urllib3")
 MATERIAL_TTL = 300.0
 """Seconds a wrap trusts the last listed key material of a key (then DescribeKey again)."""
-DEFAULT_CONCURRENCY = 16
+DEFAULT_CONCURRENCY = 64
+"""ReEncrypt calls in flight per process (``max_concurrency``): at a 40 ms round trip, 64 calls are
+1,600/s, above what one process's boto3 can send (docs/benchmarks.md), so its CPU is the bound."""
 ON_DEMAND_LIMIT = 10
 """RotateKeyOnDemand calls a key may have in its lifetime: 10 in the KMS API reference, 25 in the
 newer developer guide; keystead refuses before the lower figure unless ``on_demand_limit`` says more."""

@@ -289,6 +289,8 @@ class RateLimited:
         self.key.restore(version)
 
     def __getattr__(self, name: str) -> Any:  # what else the provider's key offers (sign, regions...)
+        if name == "key":  # not set yet (a copy being built): never recurse
+            raise AttributeError(name)
         return getattr(self.key, name)
 
     def __repr__(self) -> str:

@@ -50,7 +50,7 @@ with an endpoint, for a local test server).
 
 aws (docs/aws.md): ``region``, ``endpoint``, ``profile``, ``account`` (with region, ``alias/NAME``
 and ``mrk-`` references become ARNs), ``max_concurrency`` (ReEncrypt calls at once per process,
-default 32), and the rotation's rate limit (:mod:`keystead.providers.limits`):
+default 64), and the rotation's rate limit (:mod:`keystead.providers.limits`):
 ``requests_per_second``, the account's KMS quota for symmetric cryptographic operations
 (default 10,000; it differs by region: read yours in Service Quotas) and ``quota_share``, the part
 of it rotation may use (default 0.5), divided evenly among the rotation's lane processes."""
