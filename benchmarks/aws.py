@@ -240,8 +240,9 @@ if __name__ == "__main__":
 HEADING = "## AWS rewrap: ReEncrypt against a 40 ms KMS stand-in"
 
 
-def section(data: dict | None) -> str:
-    """docs/benchmarks.md's AWS section from :func:`main`'s JSON (None: not measured)."""
+def section(data: dict | None, *, alone: str | None = None) -> str:
+    """docs/benchmarks.md's AWS section from :func:`main`'s JSON (None: not measured); ``alone``: when it
+    was measured on its own (``run.py --only aws``), not in the run the rest of the report comes from."""
     if data is None:
         return HEADING + "\n\nNot measured (boto3 is missing: install the `bench` extra).\n\n"
     rows = data["results"]
@@ -267,6 +268,8 @@ def section(data: dict | None) -> str:
         "*Client CPU/call* = the lane processes' CPU time (all threads) / their HTTP requests; *max in 1 s* = the",
         "most ReEncrypt requests the stand-in received in any one-second window.",
         "",
+        *([f"Measured on its own at {alone} (`--only aws`), not in the run the rest of this report comes from;",
+           "other work shared the 2 cores meanwhile, so treat the rates as lower bounds.", ""] if alone else []),
         "| client | lanes | threads/lane | rate limit | ReEncrypt/s | client CPU/call | stand-in CPU/call "
         "| max in 1 s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["aws"], help="measure one section only (see above)")
     args = ap.parse_args(argv)
     if args.only == "aws":
-        new = aws_section(args.quick)
+        new = aws_section(args.quick, alone=True)
         if args.out is None:
             print(new)
         else:
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def aws_section(quick: bool) -> str:
+def aws_section(quick: bool, *, alone: bool = False) -> str:
     """The AWS rewrap section, measured in a child process (benchmarks/aws.py); boto3 is the aws extra's."""
     try:
         import boto3  # noqa: F401
@@ -160,7 +160,8 @@ def aws_section(quick: bool) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-m", "benchmarks.aws", *(["--quick"] if quick else [])], check=True,
                          stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    return benchmarks.aws.section(json.loads(out.stdout))
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC (load average {os.getloadavg()[0]:.1f})" if alone else None
+    return benchmarks.aws.section(json.loads(out.stdout), alone=when)
 
 
 def _spread(r: dict) -> str:
