@@ -28,6 +28,12 @@ alias are ``successor``; anything else (imported or external key store
 material, or such a key named by its key ARN) does not rotate. See
 :mod:`keystead.providers.aws_rotation` for rotation and retirement.
 
+Throughput: ``rewrap_many`` keeps ``max_concurrency`` ReEncrypt calls in flight (default 64)
+over one client whose connection pool holds as many connections. The rotation's rate limit
+(:mod:`keystead.providers.limits`) is a key wrapper; this key lets it see every HTTP attempt
+(``gate_requests``: botocore's before-send, needs-retry and after-call events), so the limit counts
+retries too and hears of each throttling answer.
+
 Logging: Encrypt and Decrypt bodies carry the data key. This module pins
 the ``botocore``, ``boto3`` and ``urllib3`` loggers at INFO or above when it
 is imported and again for every client it builds, whatever the root

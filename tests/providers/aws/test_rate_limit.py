@@ -146,3 +146,15 @@ def test_lanes_share_the_rate_between_them(aws_env: Clients, tmp_path: Path, pro
     assert span >= 0.9 * (n - burst) / rate, span
     assert proxy.most_in_window(0.5) <= burst + rate * 0.5 + 3
     every_secret_opens(config, n)
+
+
+def test_the_connection_pool_holds_a_connection_per_rewrap_thread(aws_env: Clients) -> None:
+    """botocore's default pool is 10 connections: with more rewrap threads, urllib3 would discard and
+    re-open connections on every call past the tenth."""
+    from keystead.providers.aws import AwsKey
+
+    key = AwsKey("alias/app", options={"region": REGION, "endpoint": aws_env.url, "max_concurrency": 48})
+    assert key.client().meta.config.max_pool_connections == 48
+    assert AwsKey("alias/app", options={"region": REGION}).client().meta.config.max_pool_connections == 64
+    few = AwsKey("alias/app", options={"region": REGION, "max_concurrency": 4})
+    assert few.client().meta.config.max_pool_connections == 10
