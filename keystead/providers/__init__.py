@@ -24,6 +24,7 @@ from typing import Protocol
 
 from keystead.errors import ProviderError, UnknownReference
 from keystead.providers.base import (
+    Chain,
     Key,
     KeyAdmin,
     KeyInfo,
@@ -41,6 +42,7 @@ from keystead.providers.base import (
 
 __all__ = [
     "ACCEPTED_FORMS",
+    "Chain",
     "ClientFactory",
     "Key",
     "KeyAdmin",

@@ -309,3 +309,21 @@ KeyWrapper = Callable[[ManagedKey], ManagedKey]
 
 def identity(key: ManagedKey) -> ManagedKey:
     return key
+
+
+class Chain:
+    """Several key wrappers as one ``wrap_key``, applied in order (the first wraps the provider's key,
+    the last is outermost): e.g. ``Chain(RateLimit(...), metrics)``. Picklable when its members are
+    (rotation lanes receive it); ``divided(n)`` divides each member that can (a rate limit)."""
+
+    def __init__(self, *wrappers: KeyWrapper) -> None:
+        self.wrappers = wrappers
+
+    def __call__(self, key: ManagedKey) -> ManagedKey:
+        for wrapper in self.wrappers:
+            key = wrapper(key)
+        return key
+
+    def divided(self, n: int) -> Chain:
+        return Chain(*(w.divided(n) if callable(getattr(w, "divided", None)) else w  # type: ignore[attr-defined]
+                       for w in self.wrappers))

@@ -12,10 +12,11 @@ import pytest
 from keystead.config import load_config
 from keystead.envelope import Context
 from keystead.errors import ConfigError, ProviderUnavailable
-from keystead.providers.base import Wrapped
+from keystead.providers.base import Chain, Wrapped
 from keystead.providers.limits import LimiterCounters, RateLimit, RateLimited, TokenBucket
 from keystead.vault import Vault
 from tests.conftest import STORES, Workspace
+from tests.rotation.fakes import RecordingWrapper, _Recorded
 
 
 class Clock:
@@ -134,3 +135,16 @@ def test_a_transient_failure_is_counted_and_raised_unchanged() -> None:
     with pytest.raises(ProviderUnavailable, match="unavailable"):
         key.rewrap_many("v", [("S1", "1", b"x")])
     assert limit.counters().unavailable == 1
+
+
+def test_a_chain_of_wrappers_divides_its_rate_limit_among_lanes(tmp_path: Path) -> None:
+    """Chain(RateLimit, another wrapper): both applied in order, and a lane's share divides the limit
+    only (what rotation/lanes.py hands each lane)."""
+    w = Workspace(tmp_path, STORES["sqlite"])
+    w.cli("init", "--dir", str(tmp_path), "--store", w.store)
+    chain = Chain(RateLimit(900, providers=("local",)), RecordingWrapper(str(tmp_path)))
+    with Vault.open(load_config(w.config), wrap_key=chain) as vault:
+        outer = vault.keys["main"]
+        assert isinstance(outer, _Recorded) and isinstance(outer._key, RateLimited)
+    lane = pickle.loads(pickle.dumps(chain.divided(3)))
+    assert isinstance(lane, Chain) and lane.wrappers[0].rate == 300 and lane.wrappers[1].folder == str(tmp_path)
