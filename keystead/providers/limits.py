@@ -20,8 +20,8 @@ family (:class:`~keystead.errors.ProviderUnavailable`) for the whole batch, and 
 engine pauses the key (outcome ``paused``) until the next sweep.
 
 :class:`LimiterCounters` are plain numbers, per process, for metrics to read
-(``RateLimit.counters()``); every batch logs its own share at DEBUG, or at INFO when it was
-throttled.
+(``RateLimit.counters()``); every batch logs its own share on ``keystead.rotation.ratelimit`` at
+DEBUG, or at INFO when it was throttled or ran out of retries.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from keystead.envelope import Context
 from keystead.errors import ConfigError, ProviderUnavailable
 from keystead.providers.base import KeyInfo, ManagedKey, RewrapResult, SlotItem, Wrapped
 
-log = logging.getLogger("keystead.providers.limits")
+log = logging.getLogger("keystead.rotation.ratelimit")
+"""Under ``keystead.rotation``: the rotation's rate limit logs where the worker's (and its lanes') lines go."""
 
 DEFAULT_REQUESTS_PER_SECOND = 10_000
 """``[providers.aws] requests_per_second``: the account's KMS quota for the shared symmetric

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,6 +69,24 @@ def sweep(config: Path, limit: RateLimit):
             state.close()
 
 
+@contextmanager
+def batch_summaries() -> Iterator[list[str]]:
+    """The rate limit's per-batch lines at INFO, read from its own logger (a handler on it: the CLI's
+    rotation logging stops ``keystead.rotation`` from propagating to the root, where caplog listens)."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("keystead.rotation.ratelimit")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def every_secret_opens(config: Path, n: int) -> None:
     with Vault.open(load_config(config)) as vault:
         assert {vault.get(f"S{i:03d}") for i in range(n)} == {f"value-{i}".encode() for i in range(n)}
@@ -77,12 +96,12 @@ def every_secret_opens(config: Path, n: int) -> None:
 
 
 def test_throttled_reencrypts_are_retried_counted_and_the_rotation_completes(
-        aws_env: Clients, tmp_path: Path, proxy: ThrottlingProxy, caplog: pytest.LogCaptureFixture) -> None:
+        aws_env: Clients, tmp_path: Path, proxy: ThrottlingProxy) -> None:
     n = 12
     config = sealed(aws_env, tmp_path, proxy, n)
     proxy.every = 5  # every 5th ReEncrypt reaching the proxy (retries included) is throttled
     limit = RateLimit(1000)
-    with caplog.at_level(logging.INFO, logger="keystead.providers.limits"):
+    with batch_summaries() as summary:
         result = sweep(config, limit)
     assert (result.outcome, result.state, result.rewrapped) == (Outcome.WAITING, "verified", n), result.message
     counters = limit.counters()
@@ -90,7 +109,6 @@ def test_throttled_reencrypts_are_retried_counted_and_the_rotation_completes(
     assert counters.backoff_seconds > 0  # the retries waited (botocore's backoff, measured by the gate)
     assert counters.calls >= n + proxy.throttled and counters.unavailable == 0
     assert len(proxy.forwarded) == n  # each slot re-encrypted once, in the end
-    summary = [r.getMessage() for r in caplog.records if r.name == "keystead.providers.limits"]
     assert any(f"batch={n} " in m and f"{proxy.throttled} throttled" in m for m in summary), summary
     every_secret_opens(config, n)
 
