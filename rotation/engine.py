@@ -289,18 +289,32 @@ class Engine:
             if rot is None or rot.state != REWRAPPING or force:
                 raise lease.busy()
             rewrap.work_lanes(self, key, rot)
-            if self.stop.is_set():
-                return KeyResult(name, Outcome.PAUSED, state=rot.state, message="stopped; resumes on the next sweep")
-            if not lease.acquire():
-                return self._helped(name, rot)
+            if not self._take_back(lease, rot):
+                if self.stop.is_set():
+                    return KeyResult(name, Outcome.PAUSED, state=rot.state,
+                                     message="stopped; resumes on the next sweep")
+                return self._helped(name, self.state.latest(name))
         self.lease = lease
         try:
             with lease.kept():
                 return self._drive(name, key, force=force)
         except _Handed:
+            if self.stop.is_set():
+                return KeyResult(name, Outcome.PAUSED, state=REWRAPPING, message="stopped; resumes on the next sweep")
             return self._helped(name, self.state.latest(name))
         finally:
             self.lease = None
+
+    def _take_back(self, lease: KeyLease, rot: Rotation) -> bool:
+        """Once the lanes are done: take the key's lease to verify. While another worker holds it,
+        wait (its lease is renewed while it lives, and expires if it died) unless it moves the
+        rotation on meanwhile: then False, and that worker carries on."""
+        while not lease.acquire():
+            now = self.state.latest(rot.key)
+            if self.stop.is_set() or now is None or now.id != rot.id or now.state != REWRAPPING:
+                return False
+            self.stop.wait(min(1.0, self.settings.lease_seconds / 4))
+        return True
 
     def _helped(self, name: str, rot: Rotation | None) -> KeyResult:
         holder = self.key_lease(rot.ref if rot else "", name).holder() if rot else None
@@ -426,11 +440,9 @@ class Engine:
         lease = self.lease
         if lease is not None:
             lease.release()
-        try:
-            moved = rewrap.work_lanes(self, key, rot)
-        finally:
-            if lease is not None and not lease.acquire():
-                raise _Handed()
+        moved = rewrap.work_lanes(self, key, rot)  # on an error the lease stays released: run_key reports it
+        if lease is not None and not self._take_back(lease, rot):
+            raise _Handed()
         rot = self.state.get(rot.id)
         if self.stop.is_set() or rot.state != REWRAPPING:
             return rot
