@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import select
 import signal
 import sqlite3
@@ -40,6 +41,35 @@ def test_status_table(env: Env) -> None:
     assert r.exit_code == 0
     for word in ("main", "local", "2026-01-01", "2026-04-01", "due"):
         assert word in r.stdout
+
+
+def test_status_shows_who_holds_which_lane_and_lease(tmp_path) -> None:
+    """A rotation paused mid-rewrap over three lanes; another worker holds one lane, one is done."""
+    import threading
+    import time as clock
+
+    from tests.rotation.test_engine import _stop_on, sweep
+
+    env = make_env(tmp_path / "ws", n=60, batch_size=5, lane_size=20)
+    stop = threading.Event()
+    assert sweep(env, stop=stop, on_event=_stop_on("rewrap", stop, after=2)).keys[0].outcome == "paused"
+    state = env.state()
+    rot = state.latest("main")
+    held = state.claim_lane(rot.id, owner="pid 4242 on host-b #beef", now=clock.time(), seconds=300)
+    assert held is not None and held.lane == 0  # the lane the paused worker released, from its cursor
+    state.close()
+    r = cli(env, "status", "--json", "--as-of", AS_OF)
+    assert r.exit_code == 0, r.output
+    [k] = json.loads(r.stdout)["keys"]
+    assert k["behind"] == 50 and k["rotation"]["rewrapped"] == 10
+    lanes = k["lanes"]
+    assert [(x["lane"], x["owner"], x["done"], x["rewrapped"]) for x in lanes] == [
+        (0, "pid 4242 on host-b #beef", False, 10), (1, None, False, 0), (2, None, False, 0)]
+    assert lanes[0]["cursor"] == "S000009" and lanes[0]["lease_until"].endswith("Z") and k["lease"] is None
+    table = cli(env, "status", "--as-of", AS_OF).stdout
+    row = next(line for line in table.splitlines() if "pid 4242 on host-b" in line)
+    assert "S000009" in row and re.search(r"\b(29\d|300)s left", row), table
+    assert "free" in table and "50" in table  # the free lanes, the slots left
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(env: Env) -> None:
