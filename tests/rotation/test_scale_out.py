@@ -26,7 +26,6 @@ import sqlalchemy as sa
 
 from keystead.rotation import state as st
 from tests.rotation.conftest import DUE, Env, make_env
-from tests.rotation.test_postgres import pg_url  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
 AS_OF = DUE.date().isoformat()
@@ -94,7 +93,7 @@ def _overlaps(log: list[st.LaneBatch]) -> list[str]:
     return bad
 
 
-def test_three_workers_one_killed_and_restarted_share_one_rotation(tmp_path, pg_url: str) -> None:  # noqa: F811
+def test_three_workers_one_killed_and_restarted_share_one_rotation(tmp_path, pg_url: str) -> None:
     env = make_env(tmp_path / "ws", n=N, state=pg_url, batch_size=250, lane_size=4_000, lease_seconds=LEASE)
     state = env.state()
     pool = Pool(env)
@@ -147,7 +146,7 @@ def test_three_workers_one_killed_and_restarted_share_one_rotation(tmp_path, pg_
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_connections_killed_under_a_worker_mid_rewrap(tmp_path, pg_url: str) -> None:  # noqa: F811
+def test_connections_killed_under_a_worker_mid_rewrap(tmp_path, pg_url: str) -> None:
     """pg_terminate_backend on every connection of the worker's database, repeatedly, while it rewraps:
     the worker retries with backoff (it says so in its log), resumes from its lane's cursor and finishes."""
     env = make_env(tmp_path / "ws", n=6_000, state=pg_url, batch_size=20, lease_seconds=LEASE)

@@ -16,7 +16,6 @@ from keystead.errors import RotationBusy
 from keystead.rotation import state as st
 from keystead.rotation.state import Batch, FailedSlot, StateDB, StateDBError, UnreadableSlot
 from keystead.stores.base import SlotRow
-from tests.rotation.test_postgres import pg_url  # noqa: F401 - the fixture
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
@@ -378,7 +377,7 @@ NAME_COLUMNS = [("keystead_rotations", "cursor"), ("keystead_backups", "first"),
 
 
 @pytest.mark.parametrize("start", ["empty", "v1"])
-def test_postgresql_name_columns_compare_bytes(pg_url, start):  # noqa: F811 - the fixture
+def test_postgresql_name_columns_compare_bytes(pg_url, start):
     """The server's default collation may order case and punctuation otherwise (en_US does)."""
     if start == "v1":
         make_v1(pg_url)
@@ -391,7 +390,7 @@ def test_postgresql_name_columns_compare_bytes(pg_url, start):  # noqa: F811 - t
     assert {f"{t}.{c}": found.get(f"{t}.{c}") for t, c in NAME_COLUMNS} == {f"{t}.{c}": "C" for t, c in NAME_COLUMNS}
 
 
-def test_postgresql_lease_survives_its_connection_being_killed(pg_url):  # noqa: F811 - the fixture
+def test_postgresql_lease_survives_its_connection_being_killed(pg_url):
     """A lease is a row, not a session lock: terminating every connection leaves it held."""
     db = StateDB.open(pg_url)
     try:
