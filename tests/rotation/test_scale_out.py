@@ -1,13 +1,13 @@
 """Several workers, one rotation, for real: worker processes on one PostgreSQL state database.
 
 - Three `keystead worker --once` processes share the rotation of a 50,000-envelope vault
-  (local key; the vault is a SQLite file they share on this machine). Workers holding a
+  (local key) whose store and state database are both on PostgreSQL. Workers holding a
   lane are SIGKILLed at several points of the rewrap and started again. Afterwards every
   envelope opens to its original plaintext, the lane log (every fenced batch commit: lane,
   owner, names, time) shows no lane worked by two owners at once, and the audit chain
   verifies (`keystead audit verify`).
-- A worker whose PostgreSQL connections are killed under it (pg_terminate_backend)
-  mid-rewrap retries with backoff and finishes.
+- A worker whose PostgreSQL connections (store and state) are killed under it
+  (pg_terminate_backend) mid-rewrap retries with backoff and finishes.
 
 A throwaway database per test on 127.0.0.1:5432 (see test_postgres.py: skipped with the
 reason when unreachable, a failure under KEYSTEAD_REQUIRE_PG=1).
@@ -94,7 +94,8 @@ def _overlaps(log: list[st.LaneBatch]) -> list[str]:
 
 
 def test_three_workers_one_killed_and_restarted_share_one_rotation(tmp_path, pg_url: str) -> None:
-    env = make_env(tmp_path / "ws", n=N, state=pg_url, batch_size=250, lane_size=4_000, lease_seconds=LEASE)
+    env = make_env(tmp_path / "ws", n=N, store=pg_url, state=pg_url, batch_size=250, lane_size=4_000,
+                   lease_seconds=LEASE)
     state = env.state()
     pool = Pool(env)
     killed: set[str] = set()
@@ -149,7 +150,7 @@ def test_three_workers_one_killed_and_restarted_share_one_rotation(tmp_path, pg_
 def test_connections_killed_under_a_worker_mid_rewrap(tmp_path, pg_url: str) -> None:
     """pg_terminate_backend on every connection of the worker's database, repeatedly, while it rewraps:
     the worker retries with backoff (it says so in its log), resumes from its lane's cursor and finishes."""
-    env = make_env(tmp_path / "ws", n=6_000, state=pg_url, batch_size=20, lease_seconds=LEASE)
+    env = make_env(tmp_path / "ws", n=6_000, store=pg_url, state=pg_url, batch_size=20, lease_seconds=LEASE)
     admin = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
     pool = Pool(env)
     proc = pool.start()
