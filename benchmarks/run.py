@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import baselines
+from benchmarks import baselines, scale
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/benchmarks.md")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not the reported figures)")
+    ap.add_argument("--only", choices=["scale"], help="measure one section and splice it into --out")
     args = ap.parse_args(argv)
     sizes = [2_000, 10_000] if args.quick else [10_000, 100_000, 1_000_000]
     n_dir = 300 if args.quick else 2_000
@@ -104,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     started = datetime.now(UTC)
+    scale_section = _scale(args.quick, log)
+    if args.only == "scale":
+        out = Path(args.out)
+        old = out.read_text() if out.exists() else "# keystead benchmarks\n\n" + READING + "\n"
+        out.write_text(scale.splice(old, scale_section, READING))
+        log(f"wrote the scale-out sections of {args.out}")
+        return 0
     log("raw AES-GCM rewrap, one core")
     raw = median_rate(baselines.aes_gcm_rewrap_rate, 50_000 if args.quick else 300_000)
     sqlite, single = [], []
@@ -127,11 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     log("start-up: keystead secrets get against sops decrypt, whole processes")
     startup = baselines.startup_vs_sops(5 if args.quick else 21)
     report = render(started, raw, sqlite, single, dir_run, bare, dir_small, sqlite_small, sops, quick=args.quick)
-    report = report.replace(READING, startup_section(startup) + READING, 1)
+    report = report.replace(READING, startup_section(startup) + scale_section + "\n" + READING, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)
     log(f"wrote {args.out}")
     return 0
+
+
+def _scale(quick: bool, log) -> str:
+    """Several workers on PostgreSQL (100,000 envelopes) and the whole rotate command (50,000)."""
+    n, repeat = (10_000, 1) if quick else (100_000, REPEAT)
+    workers = scale.measure_workers(n, (1, 2, 3), repeat, log)
+    command = scale.measure_command(5_000 if quick else 50_000, repeat, log)
+    return scale.render(workers, command)
 
 
 def _spread(r: dict) -> str:
