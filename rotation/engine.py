@@ -71,12 +71,12 @@ from keystead.providers import ManagedKey, RotationKind
 from keystead.rotation import planner, retire, rewrap
 from keystead.rotation.state import (
     DONE,
-    KeyLease,
     PLANNED,
     RETIRED,
     REWRAPPING,
     ROTATED,
     VERIFIED,
+    KeyLease,
     Rotation,
     StateDB,
     StateDBError,

@@ -99,7 +99,7 @@ def lane_main(config_path: str, profile: str | None, rotation_id: int, now: floa
     from keystead.config import load_config
     from keystead.providers import identity
     from keystead.rotation.engine import LOG_DATE_FORMAT, LOG_FORMAT, Engine
-    from keystead.rotation.rewrap import store_ids, claim_loop
+    from keystead.rotation.rewrap import claim_loop, store_ids
     from keystead.rotation.state import StateDB
     from keystead.vault import Vault
 

@@ -286,8 +286,9 @@ def _lanes_table(plans: list[KeyPlan]) -> None:
                   title="leases: the key's transitions (plan, rotate, verify, retire) and each rewrap lane")
     for p in plans:
         if p.lease is not None:
-            table.add_row(p.name, "transitions", "-", "-", "-", p.lease.owner, _lease(p.lease.lease_until, p.lease.owner))
-    for p, lane in ((p, lane) for p in plans for lane in p.lanes):
+            lease = p.lease
+            table.add_row(p.name, "transitions", "-", "-", "-", lease.owner, _lease(lease.lease_until, lease.owner))
+    for p, lane in [(plan, lane) for plan in plans for lane in plan.lanes]:
         span = f"{lane.start or '(first)'} .. {lane.until or '(last)'}"
         state = "[green]done[/]" if lane.done else (lane.owner or "[yellow]free[/]")
         table.add_row(p.name, str(lane.lane), span, lane.cursor or "-", str(lane.rewrapped), state,

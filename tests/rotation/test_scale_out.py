@@ -15,6 +15,7 @@ reason when unreachable, a failure under KEYSTEAD_REQUIRE_PG=1).
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import subprocess
@@ -89,7 +90,7 @@ def _overlaps(log: list[st.LaneBatch]) -> list[str]:
         if len(owners) != len(set(owners)):
             bad.append(f"lane {lane}: owners {owners}")
         bad += [f"lane {lane}: {a[0]} until {a[2]} and {b[0]} from {b[1]}"
-                for a, b in zip(runs, runs[1:], strict=False) if b[1] < a[2]]
+                for a, b in itertools.pairwise(runs) if b[1] < a[2]]
     return bad
 
 

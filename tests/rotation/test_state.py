@@ -125,7 +125,8 @@ def test_version_2_with_a_rotation_in_flight_migrates_to_version_3(url):
         assert lease.acquire() and db.holder("rotation:local:main").owner == "w1"
         # Version 3 at work on the migrated rows: a claimed lane, a fenced batch, the lane log.
         lane = db.claim_lane(1, owner="w1", now=100.0, seconds=30)
-        assert lane is not None and (lane.lane, lane.cursor, lane.owner, lane.lease_until) == (0, "Alpha_2", "w1", 130.0)
+        assert lane is not None
+        assert (lane.lane, lane.cursor, lane.owner, lane.lease_until) == (0, "Alpha_2", "w1", 130.0)
         db.record_batch(1, backups=[("B", "1", b"w")], done=Batch("B", 1), now=NOW, lane=0, owner="w1",
                         lease_until=140.0, at=110.0)
         assert [(b.lane, b.owner, b.first, b.last, b.at) for b in db.lane_log(1)] == [(0, "w1", "B", "B", 110.0)]
