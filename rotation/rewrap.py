@@ -44,7 +44,7 @@ from keystead.clock import epoch
 from keystead.config import RotationConfig
 from keystead.crypto import open_with_dek, unwrap_slot
 from keystead.envelope import Envelope, Slot
-from keystead.errors import DecryptError, KeysteadError, NotFoundError, ProviderError, StoreUnavailable
+from keystead.errors import DecryptError, KeysteadError, NotFoundError, ProviderError
 from keystead.providers import ManagedKey, Wrapped
 from keystead.rotation.state import REWRAPPING, VERIFIED, Batch, FailedSlot, Lane, LeaseLost, Rotation, StateDBError
 from keystead.rotation.stores import behind
@@ -57,8 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("keystead.rotation")
 MAX_LANES = 10_000
 RETRIES = 8
-"""Transient failures in a row (state database or store server) before the rewrap gives up and the key
-pauses; backoff 0.1 s doubling to 5 s, with jitter."""
+"""Transient state database failures in a row before the rewrap gives up; backoff 0.1 s doubling to 5 s,
+with jitter."""
 
 
 def lane_count(settings: RotationConfig, backlog: int) -> int:
@@ -140,8 +140,9 @@ def claim_loop(engine: Engine, key: ManagedKey, rot: Rotation, stores: list[str]
     """This process's part of the rewrap: claim a lane, rewrap it (fenced), mark it done; again.
 
     A lost lease stops that lane only; a transient state database failure is retried with backoff
-    (up to :data:`RETRIES` in a row), and so is an unavailable store (``StoreUnavailable``: its
-    transaction was rolled back); the claim gives this owner its own lane back, from its cursor."""
+    (up to :data:`RETRIES` in a row) and the claim gives this owner its own lane back, from its
+    cursor. An unavailable store (``StoreUnavailable``: its transaction was rolled back) pauses the
+    key instead; the next sweep resumes from the cursors."""
     state, owner, seconds = engine.state, engine.owner, float(engine.settings.lease_seconds)
     failures = 0
     while not engine.stop.is_set():
@@ -165,9 +166,9 @@ def claim_loop(engine: Engine, key: ManagedKey, rot: Rotation, stores: list[str]
         except LeaseLost as exc:
             log.warning("lane.lost rotation=%s lane=%s owner=%s: %s; this lane stops here", rot.id,
                         lane.lane if lane else "?", owner, exc)
-        except (StateDBError, StoreUnavailable) as exc:  # the state database's or the store's server
+        except StateDBError as exc:  # an unavailable *store* pauses the key instead (the next sweep resumes)
             failures += 1
-            if (isinstance(exc, StateDBError) and not exc.transient) or failures > RETRIES:
+            if not exc.transient or failures > RETRIES:
                 raise
             pause = min(5.0, 0.1 * 2 ** (failures - 1)) * (0.5 + engine.rng.random())
             log.warning("state.retry attempt=%d in=%.2fs: %s", failures, pause, exc)
@@ -239,7 +240,7 @@ def rewrap_range(engine: Engine, key: ManagedKey, rot: Rotation, *, store: Store
         written = store.replace_slots(ref, updates) if updates else 0
         cursor = rows[-1].secret
         written_batch = Batch(cursor, written, tuple(failed))
-        extra: dict[str, Any] = {"lane": lane.lane}
+        extra: dict[str, Any] = {"lane": lane.lane, **({"owner": owner} if owner else {})}
         if failed:
             from keystead.rotation.engine import capped
 

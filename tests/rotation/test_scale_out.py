@@ -6,8 +6,9 @@
   envelope opens to its original plaintext, the lane log (every fenced batch commit: lane,
   owner, names, time) shows no lane worked by two owners at once, and the audit chain
   verifies (`keystead audit verify`).
-- A worker whose PostgreSQL connections (store and state) are killed under it
-  (pg_terminate_backend) mid-rewrap retries with backoff and finishes.
+- A worker whose state database connections are killed under it (pg_terminate_backend)
+  mid-rewrap retries with backoff and finishes. (A killed *store* connection pauses the
+  key instead, and the next sweep resumes: tests/stores/test_postgres_vault.py.)
 
 A throwaway database per test on 127.0.0.1:5432 (see test_postgres.py: skipped with the
 reason when unreachable, a failure under KEYSTEAD_REQUIRE_PG=1).
@@ -148,10 +149,12 @@ def test_three_workers_one_killed_and_restarted_share_one_rotation(tmp_path, pg_
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def test_connections_killed_under_a_worker_mid_rewrap(tmp_path, pg_url: str) -> None:
-    """pg_terminate_backend on every connection of the worker's database, repeatedly, while it rewraps:
-    the worker retries with backoff (it says so in its log), resumes from its lane's cursor and finishes."""
-    env = make_env(tmp_path / "ws", n=6_000, store=pg_url, state=pg_url, batch_size=20, lease_seconds=LEASE)
+def test_state_connections_killed_under_a_worker_mid_rewrap(tmp_path, pg_url: str, pg_schema_url: str) -> None:
+    """pg_terminate_backend on every busy connection of the worker's state database, repeatedly, while it
+    rewraps (the vault store is on PostgreSQL too, in another database): the worker retries with backoff
+    (it says so in its log), resumes from its lane's cursor and finishes."""
+    env = make_env(tmp_path / "ws", n=6_000, store=pg_schema_url, state=pg_url, batch_size=20,
+                   lease_seconds=LEASE)
     admin = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
     pool = Pool(env)
     proc = pool.start()
