@@ -53,6 +53,8 @@ class RotationConfig:
     misfire_grace_seconds: int = 300
     parallel: int = 2
     parallel_above: int = 200_000
+    lane_size: int = 50_000
+    lease_seconds: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +302,8 @@ def parse_config(path: Path, text: str, *, profile: str | None = None) -> Config
         misfire_grace_seconds=r.int_in(rot, "misfire_grace_seconds", "[rotation]", 300, 1, 86400),
         parallel=r.int_in(rot, "parallel", "[rotation]", 2, 1, 64),
         parallel_above=r.int_in(rot, "parallel_above", "[rotation]", 200_000, 0, 10**9),
+        lane_size=r.int_in(rot, "lane_size", "[rotation]", 50_000, 1, 10**9),
+        lease_seconds=r.int_in(rot, "lease_seconds", "[rotation]", 60, 2, 3600),
     )
     if "vault" not in doc and "keys" not in doc:  # an empty (or all-comment) file is a mistake, not a vault
         raise ConfigError(f"{path}: has no [vault] and no [keys] table: run `keystead init` to write one")

@@ -4,13 +4,14 @@
 engine and closes them: ``keystead worker --once``.
 
 ``run_scheduler`` is ``keystead worker``: an APScheduler 3
-``BlockingScheduler`` whose job store is the state database
-(``SQLAlchemyJobStore``), with one interval job (``keystead-sweep``,
-default every 60 minutes, ``max_instances=1``, ``coalesce=True``, a
-misfire grace time). The job is stored by reference
-(``keystead.rotation.worker:scheduled_sweep``) with plain-string arguments,
-so it survives restarts. One scheduler runs per state database: it takes the
-``worker`` lock and a second one exits with RotationBusy.
+``BlockingScheduler`` of its own, with an in-memory job store and one
+interval job (``keystead-sweep``, default every 60 minutes,
+``max_instances=1``, ``coalesce=True``, a misfire grace time). APScheduler
+job stores are never shared between schedulers, so nothing about the
+schedule is in the database: any number of workers, on any number of
+machines, run side by side on one state database, and the database decides
+who does what (a key's lease for its transitions, a lease per lane for the
+rewrap; :mod:`keystead.rotation.engine`). A restarted worker sweeps at once.
 
 SIGTERM and SIGINT set a stop flag that the engine checks between batches:
 the current batch is finished and recorded, the scheduler shuts down, and the
@@ -192,37 +193,35 @@ def run_scheduler(config: Config, *, interval_minutes: int | None = None, as_of:
                   metrics_host: str = "127.0.0.1", metrics_port: int | None = None) -> None:
     """``keystead worker``: sweep now and then every interval, until SIGTERM/SIGINT; with
     ``metrics_port``, serve ``/metrics`` and ``/healthz`` meanwhile."""
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     settings = config.rotation
     minutes = interval_minutes or settings.interval_minutes
-    state = StateDB.open(config.state_url, create=True)
+    state = StateDB.open(config.state_url, create=True)  # created (or migrated) before the first sweep
     assert state is not None
-    try:
-        with state.lock("worker", what=f"the keystead worker for {state.where}"):
-            scheduler = BlockingScheduler(
-                jobstores={"default": SQLAlchemyJobStore(engine=state.engine, tablename="keystead_scheduler_jobs")},
-                executors={"default": {"type": "threadpool", "max_workers": 1}},
-                timezone=UTC,
-            )
-            scheduler.add_job(
-                JOB_FUNC, "interval", minutes=minutes, id=JOB_ID, name="keystead rotation sweep",
-                replace_existing=True, max_instances=1, coalesce=True,
-                misfire_grace_time=settings.misfire_grace_seconds, next_run_time=utcnow(),
-                kwargs={"config_path": str(config.path), "profile": config.profile,
-                        "as_of": as_of.isoformat() if as_of else None},
-            )
-            log.info("worker started: sweep every %d min, state %s", minutes, state.where)
-            _stop.clear()
-            with stop_on_signals(_stop, then=lambda: scheduler.shutdown(wait=False)), \
-                    serving_metrics(config, scheduler, host=metrics_host, port=metrics_port, as_of=as_of):
-                try:
-                    scheduler.start()
-                except (KeyboardInterrupt, SystemExit):
-                    _stop.set()
-            with _sweeping:  # the job thread finishes its batch first
-                pass
-            log.info("worker stopped cleanly")
-    finally:
-        state.close()
+    where = state.where
+    state.close()
+    scheduler = BlockingScheduler(  # one scheduler per worker: its jobs live in this process only
+        jobstores={"default": MemoryJobStore()},
+        executors={"default": {"type": "threadpool", "max_workers": 1}},
+        timezone=UTC,
+    )
+    scheduler.add_job(
+        JOB_FUNC, "interval", minutes=minutes, id=JOB_ID, name="keystead rotation sweep",
+        replace_existing=True, max_instances=1, coalesce=True,
+        misfire_grace_time=settings.misfire_grace_seconds, next_run_time=utcnow(),
+        kwargs={"config_path": str(config.path), "profile": config.profile,
+                "as_of": as_of.isoformat() if as_of else None},
+    )
+    log.info("worker started: sweep every %d min, state %s", minutes, where)
+    _stop.clear()
+    with stop_on_signals(_stop, then=lambda: scheduler.shutdown(wait=False)), \
+            serving_metrics(config, scheduler, host=metrics_host, port=metrics_port, as_of=as_of):
+        try:
+            scheduler.start()
+        except (KeyboardInterrupt, SystemExit):
+            _stop.set()
+    with _sweeping:  # the job thread finishes its batch first
+        pass
+    log.info("worker stopped cleanly")

@@ -291,7 +291,8 @@ def worker(app: App, once: bool, as_of: str | None, interval: int | None, metric
 @json_option
 @pass_app
 def status(app: App, as_of: str | None, as_json: bool) -> None:
-    """Every key: provider, primary version, last rotation, next due, rotation state, envelopes behind."""
+    """Every key: provider, primary version, last rotation, next due, rotation state, envelopes behind;
+    for a key rewrapping, which worker holds which lane and until when."""
     when = _now(parse_as_of(as_of))
     plans = _plans(app, when)
     if as_json:
@@ -306,6 +307,33 @@ def status(app: App, as_of: str | None, as_json: bool) -> None:
         table.add_row(p.name, p.provider, p.primary or "-", _fmt_time(p.last_rotated),
                       _fmt_time(p.next_due) if p.next_due else _NEVER.get(p.rotation_kind or "", "-"),
                       _state(p), str(p.behind))
+    table.print()
+    _lanes_table(plans)
+
+
+def _lease(until: float | None, owner: str | None) -> str:
+    """How long a lease has left, on the wall clock (leases expire in real time, whatever --as-of says)."""
+    if owner is None or until is None:
+        return "-"
+    left = until - time.time()
+    return f"{left:.0f}s left" if left >= 0 else f"[red]expired {-left:.0f}s ago[/]"
+
+
+def _lanes_table(plans: list[KeyPlan]) -> None:
+    """Who holds what: the key's lease and each lane's owner, lease and progress."""
+    if not any(p.lanes or p.lease for p in plans):
+        return
+    table = Table("key", "lane", "names", "cursor", "rewrapped", "owner", "lease",
+                  title="leases: the key's transitions (plan, rotate, verify, retire) and each rewrap lane")
+    for p in plans:
+        if p.lease is not None:
+            lease = p.lease
+            table.add_row(p.name, "transitions", "-", "-", "-", lease.owner, _lease(lease.lease_until, lease.owner))
+    for p, lane in [(plan, lane) for plan in plans for lane in plan.lanes]:
+        span = f"{lane.start or '(first)'} .. {lane.until or '(last)'}"
+        state = "[green]done[/]" if lane.done else (lane.owner or "[yellow]free[/]")
+        table.add_row(p.name, str(lane.lane), span, lane.cursor or "-", str(lane.rewrapped), state,
+                      "-" if lane.done else _lease(lane.lease_until, lane.owner))
     table.print()
 
 
