@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypedDict
 
 from keystead.clock import iso_or_none
-from keystead.errors import KeysteadError
+from keystead.errors import KeysteadError, ProviderUnavailable
 from keystead.providers import RotationKind
 from keystead.rotation.state import Rotation, StateDB
 from keystead.rotation.stores import StoreSet, behind
@@ -73,6 +73,8 @@ class KeyPlan:
     """Stores that could not be counted (their slots are not in the figures)."""
     unreadable: tuple[tuple[str, str], ...] = ()
     """(secret, reason) the latest rotation could not rewrap."""
+    transient: bool = False
+    """``error`` is transient (ProviderUnavailable: a region down, throttled): the engine pauses."""
 
     def as_dict(self) -> dict[str, object]:
         rot = self.rotation
@@ -145,7 +147,8 @@ def plan_key(vault: Vault, name: str, state: StateDB | None, *, as_of: datetime,
         info = key.describe()
         proof = stores.prove(kc.ref)
     except KeysteadError as exc:
-        return KeyPlan(**base, action=ERROR, rotation=latest, error=str(exc))
+        return KeyPlan(**base, action=ERROR, rotation=latest, error=str(exc),
+                       transient=isinstance(exc, ProviderUnavailable))
     finally:
         if owned:
             stores.close()
