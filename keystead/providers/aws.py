@@ -285,13 +285,13 @@ class AwsKey(Key):
         kid = self._source(wrapped.version)
         regions = self.failover_order() if kid.startswith("mrk-") else [self.region]
         failures: list[str] = []
-        for i, region in enumerate(regions):
+        for region in regions:
             try:
                 out = self.client(region).decrypt(KeyId=kid, CiphertextBlob=wrapped.blob,
                                                   EncryptionContext=context.kms_context)
             except Exception as exc:
                 why = self._cannot_serve(exc, replica=region != self.region)
-                if why is None or i == len(regions) - 1 and not failures:
+                if why is None or len(regions) == 1:
                     raise  # final (AccessDenied, InvalidCiphertext...), or the only region there is
                 failures.append(f"{region}: {why}")
                 self._down[region] = time.monotonic() + REGION_DOWN_SECONDS

@@ -54,9 +54,10 @@ def _error(key: AwsKey, region: str | None, op: str, exc: Exception) -> Keystead
     if mapped is None:
         raise exc
     message = f"region {region or '(SDK default)'}: {mapped}"
+    code = mapped.code if isinstance(mapped, ProviderError) else None
     if isinstance(mapped, ProviderUnavailable) or key._cannot_serve(exc, replica=False):
-        return ProviderUnavailable(message, op=op, key=key.ref, code=mapped.code or type(exc).__name__)
-    return ProviderError(message, op=op, key=key.ref, code=mapped.code)
+        return ProviderUnavailable(message, op=op, key=key.ref, code=code or type(exc).__name__)
+    return ProviderError(message, op=op, key=key.ref, code=code)
 
 
 def _code(exc: Exception) -> str | None:
