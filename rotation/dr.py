@@ -141,8 +141,10 @@ def _aws(key: ManagedKey) -> AwsKey:
     from keystead.providers.aws import AwsKey
 
     inner: object = key
-    while not isinstance(inner, AwsKey) and hasattr(inner, "inner"):  # a wrapper (rate limit, metrics)
-        inner = inner.inner
+    for _ in range(8):  # through wrappers (rate limit, metrics), which keep the key they wrap as .key
+        if isinstance(inner, AwsKey) or not hasattr(inner, "key"):
+            break
+        inner = inner.key
     if not isinstance(inner, AwsKey):
         raise InputError(f"key {key.ref} is not an AWS KMS key")
     return inner

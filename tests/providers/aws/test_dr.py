@@ -157,3 +157,23 @@ def test_access_denied_is_a_refused_check_not_a_verdict(stubs) -> None:
     assert not report.passed
     assert [(s.source, s.target, s.ok) for s in report.steps] == [(PRIMARY, DR, False), (DR, PRIMARY, False)]
     assert all("AccessDeniedException" in (s.error or "") for s in report.steps)
+
+
+def test_dr_keys_finds_the_aws_key_behind_a_wrapper(stubs) -> None:
+    # no KMS call: which keys `dr` takes, through a wrapper that keeps its key as .key (rate limit, metrics)
+    from pathlib import Path
+
+    from keystead.config import Config
+
+    class Wrapper:
+        def __init__(self, key: AwsKey) -> None:
+            self.key, self.ref, self.provider = key, key.ref, key.provider
+
+    inner = key(stubs)
+    plain = KeyConfig("plain", "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+    config = Config(path=Path("keystead.toml"), root=Path("."), vault_name="v", store_url="", state_url="",
+                    audit_path=Path("audit.log"), key_file=Path("k"), age_identity_file=None,
+                    keys={"app": KC, "plain": plain}, slot_keys=(KC,), profile=None, profiles=())
+    assert dr.dr_keys(config, {"app": Wrapper(inner), "plain": Wrapper(inner)}, {}) == [(KC, inner)]
+    with pytest.raises(InputError, match="key plain has no replicas"):
+        dr.dr_keys(config, {}, {}, "plain")
