@@ -41,7 +41,8 @@ region, nothing else). wrap, rewrap and rewrap_many never fail over: a
 rotation whose primary region is down pauses (ProviderUnavailable) and the
 next sweep resumes; a new secret waits for the primary region. Per-region
 endpoints (``region_endpoints = ["eu-west-1=https://vpce-..."]``, e.g.
-PrivateLink endpoints, which are regional) win over ``endpoint``.
+PrivateLink endpoints, which are regional) win over ``endpoint``. A key with
+replica regions connects with a :data:`DR_CONNECT_TIMEOUT` (``connect_timeout``).
 
 Logging: Encrypt and Decrypt bodies carry the data key. This module pins
 the ``botocore``, ``boto3`` and ``urllib3`` loggers at INFO or above when it
@@ -70,6 +71,9 @@ from keystead.providers.base import Key, KeyInfo, RewrapResult, RotationKind, Sl
 
 QUIET_LOGGERS = ("botocore", "boto3", "urllib3")
 MATERIAL_TTL = 300.0
+DR_CONNECT_TIMEOUT = 5
+"""Seconds a key with replica regions waits to connect (botocore's default is 60, per attempt):
+a region that drops packets must not hold a failover for minutes. ``connect_timeout`` overrides it."""
 REGION_DOWN_SECONDS = 30.0
 """After a region failed to serve an unwrap, it is asked last for this long (then first again)."""
 """Seconds a wrap trusts the last listed key material of a key (then DescribeKey again)."""
@@ -189,6 +193,11 @@ class AwsKey(Key):
     def _make_client(self, region: str | None) -> Any:
         opts = {k: v for k, v in self.options.items() if k in ("endpoint", "profile", "role_arn")}
         opts["region"] = region
+        timeout = self.options.get("connect_timeout")
+        if isinstance(timeout, int) and timeout > 0:
+            opts["connect_timeout"] = timeout
+        elif self.replica_regions:
+            opts["connect_timeout"] = DR_CONNECT_TIMEOUT
         if region in self.region_endpoints:
             opts["endpoint"] = self.region_endpoints[region]
         quiet_sdk_loggers()
@@ -491,5 +500,7 @@ def make_client(service: str, options: Mapping[str, object]) -> Any:
                                               extra_args={"RoleSessionName": "keystead"})
         base._credentials = DeferredRefreshableCredentials(fetcher.fetch_credentials, "assume-role")
     endpoint = options.get("endpoint")
+    timeout = options.get("connect_timeout")
+    timeouts = {"connect_timeout": timeout} if isinstance(timeout, int) else {}
     return session.client(service, endpoint_url=str(endpoint) if endpoint else None,
-                          config=Config(retries={"mode": "adaptive"}))
+                          config=Config(retries={"mode": "adaptive"}, **timeouts))

@@ -178,3 +178,16 @@ def test_region_endpoints_must_be_region_equals_url() -> None:
         AwsKey("alias/app", options={"region": REGION, "region_endpoints": ["eu-west-1 https://x"]})
     key = AwsKey("alias/app", options={"region": REGION, "region_endpoints": ["eu-west-1=https://vpce.example"]})
     assert key.region_endpoints == {"eu-west-1": "https://vpce.example"}
+
+
+def test_a_key_with_replicas_connects_with_a_short_timeout(aws_env: Clients) -> None:
+    # a region that drops packets (moto cannot: a closed port refuses at once) must not hold failover for minutes
+    from keystead.providers.aws import DR_CONNECT_TIMEOUT, make_client
+
+    asked = RegionalClients(aws_env.url)
+    AwsKey("alias/app", options={"region": REGION, "replica_regions": [DR]}, clients=asked).client(DR)
+    AwsKey("alias/app", options={"region": REGION, "connect_timeout": 2}, clients=asked).client()
+    AwsKey("alias/app", options={"region": REGION}, clients=asked).client()
+    assert [a.get("connect_timeout") for a in asked.asked] == [DR_CONNECT_TIMEOUT, 2, None]
+    assert make_client("kms", {"region": REGION, "connect_timeout": 5}).meta.config.connect_timeout == 5
+    assert make_client("kms", {"region": REGION}).meta.config.connect_timeout == 60  # botocore's default
