@@ -55,6 +55,7 @@ _COMMANDS = {
     "status": "keystead.cli.rotation:status",
     "policy": "keystead.cli.policy:policy",
     "dr": "keystead.cli.dr:dr",
+    "plan": "keystead.cli.plan:plan",
     "db": "keystead.cli.db:db",
 }
 
