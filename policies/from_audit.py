@@ -46,6 +46,7 @@ OPERATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "dr.drill": (("kms:Decrypt", "kms:Encrypt"),
                  ("cloudkms.cryptoKeyVersions.useToDecrypt",
                   "cloudkms.cryptoKeyVersions.useToEncrypt")),
+    "dr.promote": (("kms:UpdatePrimaryRegion",), ()),  # aws only: GCP keys have no primary region
 }
 #: Operations that touch no KMS key at all.
 NO_KMS = frozenset({"secrets.rm", "secrets.list", "vault.init", "audit.verify", "audit.start", "audit.repair",

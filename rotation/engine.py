@@ -358,6 +358,8 @@ class Engine:
                                  message=f"key {name} ({p.provider}) does not rotate: declare a new key in "
                                          "keystead.toml and re-seal the secrets with it; nothing was changed")
             elif p.action == planner.ERROR:
+                if p.transient:  # the provider cannot be reached now: pause (run_key), the next sweep plans again
+                    raise ProviderUnavailable(p.error or "the provider is unavailable", op="describe", key=ref)
                 return KeyResult(name, Outcome.FAILED, message=f"key {name}: {p.error}")
             else:
                 if p.rotation_kind == RotationKind.NONE:

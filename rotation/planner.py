@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypedDict
 
 from keystead.clock import from_epoch, iso_or_none
-from keystead.errors import KeysteadError
+from keystead.errors import KeysteadError, ProviderUnavailable
 from keystead.providers import RotationKind
 from keystead.rotation.state import Holder, Lane, Rotation, StateDB
 from keystead.rotation.stores import StoreSet, behind
@@ -77,6 +77,8 @@ class KeyPlan:
     """The active rotation's lanes: who holds each and until when."""
     lease: Holder | None = None
     """Who holds the key's lease (its transitions), if anyone."""
+    transient: bool = False
+    """``error`` is transient (ProviderUnavailable: a region down, throttled): the engine pauses."""
 
     def as_dict(self) -> dict[str, object]:
         rot = self.rotation
@@ -159,7 +161,8 @@ def plan_key(vault: Vault, name: str, state: StateDB | None, *, as_of: datetime,
         info = key.describe()
         proof = stores.prove(kc.ref)
     except KeysteadError as exc:
-        return KeyPlan(**base, action=ERROR, rotation=latest, error=str(exc))
+        return KeyPlan(**base, action=ERROR, rotation=latest, error=str(exc),
+                       transient=isinstance(exc, ProviderUnavailable))
     finally:
         if owned:
             stores.close()

@@ -54,6 +54,7 @@ _COMMANDS = {
     "worker": "keystead.cli.rotation:worker",
     "status": "keystead.cli.rotation:status",
     "policy": "keystead.cli.policy:policy",
+    "dr": "keystead.cli.dr:dr",
     "plan": "keystead.cli.plan:plan",
     "db": "keystead.cli.db:db",
 }

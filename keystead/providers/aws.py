@@ -28,6 +28,22 @@ alias are ``successor``; anything else (imported or external key store
 material, or such a key named by its key ARN) does not rotate. See
 :mod:`keystead.providers.aws_rotation` for rotation and retirement.
 
+Disaster recovery (docs/aws.md, Disaster recovery): a multi-region key
+lists ``replica_regions``. unwrap asks the ref's region first, then each
+replica in the configured order, when a region cannot serve: a connection
+error, an HTTP 5xx, KMSInternalException or an unavailable service (and, in
+a replica, a replica that is missing or not usable there). AccessDenied,
+InvalidCiphertext and IncorrectKey are final wherever they come from, and
+throttling is not an outage. A region that failed is asked last for
+:data:`REGION_DOWN_SECONDS`, so an outage costs botocore's retries once, not
+on every call. Which region served a failover is logged at INFO (key and
+region, nothing else). wrap, rewrap and rewrap_many never fail over: a
+rotation whose primary region is down pauses (ProviderUnavailable) and the
+next sweep resumes; a new secret waits for the primary region. Per-region
+endpoints (``region_endpoints = ["eu-west-1=https://vpce-..."]``, e.g.
+PrivateLink endpoints, which are regional) win over ``endpoint``. A key with
+replica regions connects with a :data:`DR_CONNECT_TIMEOUT` (``connect_timeout``).
+
 Throughput: ``rewrap_many`` keeps ``max_concurrency`` ReEncrypt calls in flight (default 64)
 over one client whose connection pool holds as many connections. The rotation's rate limit
 (:mod:`keystead.providers.limits`) is a key wrapper; this key lets it see every HTTP attempt
@@ -61,6 +77,11 @@ from keystead.providers.base import Key, KeyInfo, RequestGate, RewrapResult, Rot
 
 QUIET_LOGGERS = ("botocore", "boto3", "urllib3")
 MATERIAL_TTL = 300.0
+DR_CONNECT_TIMEOUT = 5
+"""Seconds a key with replica regions waits to connect (botocore's default is 60, per attempt):
+a region that drops packets must not hold a failover for minutes. ``connect_timeout`` overrides it."""
+REGION_DOWN_SECONDS = 30.0
+"""After a region failed to serve an unwrap, it is asked last for this long (then first again)."""
 """Seconds a wrap trusts the last listed key material of a key (then DescribeKey again)."""
 DEFAULT_CONCURRENCY = 64
 """ReEncrypt calls in flight per process (``max_concurrency``): at a 40 ms round trip, 64 calls are
@@ -82,6 +103,11 @@ _TRANSIENT = frozenset({"ThrottlingException", "Throttling", "RequestLimitExceed
 _THROTTLING = frozenset({"ThrottlingException", "Throttling", "ThrottledException", "RequestLimitExceeded",
                          "TooManyRequestsException", "RequestThrottled", "RequestThrottledException"})
 _UNREADABLE = frozenset({"InvalidCiphertextException", "IncorrectKeyException"})
+_OUTAGE = frozenset({"KMSInternalException", "InternalFailure", "InternalError", "ServiceUnavailable",
+                     "ServiceUnavailableException", "DependencyTimeoutException"})
+"""Codes of a region that cannot serve now: unwrap asks the next replica (throttling is not an outage)."""
+_REPLICA_UNUSABLE = frozenset({"NotFoundException", "DisabledException", "KMSInvalidStateException"})
+"""Codes of a replica that cannot serve (missing, disabled, pending deletion): the next replica is asked."""
 log = logging.getLogger("keystead.providers.aws")
 
 
@@ -150,6 +176,8 @@ class AwsKey(Key):
         self.manage_rotation = exclusive if manage is None else bool(manage)
         replicas = self.options.get("replica_regions") or []
         self.replica_regions = [str(r) for r in replicas] if isinstance(replicas, list) else []
+        self.region_endpoints = region_endpoints(ref, self.options.get("region_endpoints"))
+        self._down: dict[str | None, float] = {}  # region -> monotonic time until which it is asked last
         concurrency = self.options.get("max_concurrency")
         self.concurrency = concurrency if isinstance(concurrency, int) and concurrency > 0 else DEFAULT_CONCURRENCY
         self._factory = clients
@@ -177,6 +205,13 @@ class AwsKey(Key):
         opts = {k: v for k, v in self.options.items() if k in ("endpoint", "profile", "role_arn")}
         opts["region"] = region
         opts["max_concurrency"] = self.concurrency
+        timeout = self.options.get("connect_timeout")
+        if isinstance(timeout, int) and timeout > 0:
+            opts["connect_timeout"] = timeout
+        elif self.replica_regions:
+            opts["connect_timeout"] = DR_CONNECT_TIMEOUT
+        if region in self.region_endpoints:
+            opts["endpoint"] = self.region_endpoints[region]
         quiet_sdk_loggers()
         client = self._factory("kms", opts) if self._factory is not None else make_client("kms", opts)
         for gate in self._gates:
@@ -277,10 +312,51 @@ class AwsKey(Key):
         return Wrapped(self._labelled(out["KeyId"], None, known), out["CiphertextBlob"])
 
     def _unwrap(self, wrapped: Wrapped, context: Context) -> bytes:
-        out = self.client().decrypt(KeyId=self._source(wrapped.version), CiphertextBlob=wrapped.blob,
-                                    EncryptionContext=context.kms_context)
-        plaintext: bytes = out["Plaintext"]
-        return plaintext
+        kid = self._source(wrapped.version)
+        regions = self.failover_order() if kid.startswith("mrk-") else [self.region]
+        failures: list[str] = []
+        for region in regions:
+            try:
+                out = self.client(region).decrypt(KeyId=kid, CiphertextBlob=wrapped.blob,
+                                                  EncryptionContext=context.kms_context)
+            except Exception as exc:
+                why = self._cannot_serve(exc, replica=region != self.region)
+                if why is None or len(regions) == 1:
+                    raise  # final (AccessDenied, InvalidCiphertext...), or the only region there is
+                failures.append(f"{region}: {why}")
+                self._down[region] = time.monotonic() + REGION_DOWN_SECONDS
+                log.warning("aws key %s: region %s cannot serve unwrap (%s)", self.ref, region, why)
+                continue
+            if failures or region != self.region:
+                log.info("aws key %s: unwrap served by region %s", self.ref, region)
+            self._down.pop(region, None)
+            plaintext: bytes = out["Plaintext"]
+            return plaintext
+        raise ProviderUnavailable(f"unwrap with AWS KMS key {self.ref}: no region could serve it "
+                                  f"({'; '.join(failures)}); the next call retries", op="unwrap", key=self.ref,
+                                  code="NoRegionAvailable")
+
+    def failover_order(self) -> list[str | None]:
+        """The regions unwrap asks, in order: the ref's, then the replicas as configured; a region
+        that failed within REGION_DOWN_SECONDS goes last (asked only when every other fails too)."""
+        regions: list[str | None] = [self.region, *(r for r in self.replica_regions if r != self.region)]
+        now = time.monotonic()
+        return sorted(regions, key=lambda r: self._down.get(r, 0.0) > now)  # stable: configured order kept
+
+    @staticmethod
+    def _cannot_serve(exc: Exception, *, replica: bool) -> str | None:
+        """Why the region of ``exc`` cannot serve now (the next region may), or None: the error is final."""
+        import botocore.exceptions as be
+
+        if isinstance(exc, (be.EndpointConnectionError, be.ConnectionError, be.ConnectTimeoutError,
+                            be.ReadTimeoutError)):
+            return type(exc).__name__
+        if isinstance(exc, be.ClientError):
+            code = str(exc.response.get("Error", {}).get("Code") or "")
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code in _OUTAGE or status >= 500 or (replica and code in _REPLICA_UNUSABLE):
+                return code or f"HTTP {status}"
+        return None
 
     def _rewrap(self, wrapped: Wrapped, context: Context) -> Wrapped:
         return self._reencrypt(wrapped.version, wrapped.blob, context, self._known_labels())
@@ -399,7 +475,7 @@ _FIX = {
 }
 _API = {"wrap": "kms:Encrypt", "unwrap": "kms:Decrypt", "rewrap": "kms:ReEncrypt*", "describe": "kms:DescribeKey",
         "rotate": "the rotation calls", "disable": "kms:DisableKey", "retire": "kms:ScheduleKeyDeletion",
-        "restore": "kms:CancelKeyDeletion/EnableKey"}
+        "restore": "kms:CancelKeyDeletion/EnableKey", "promote": "kms:UpdatePrimaryRegion"}
 
 
 def map_error(ref: str, region: str | None, op: str, exc: Exception) -> KeysteadError | None:
@@ -431,6 +507,20 @@ def map_error(ref: str, region: str | None, op: str, exc: Exception) -> Keystead
     return None
 
 
+def region_endpoints(ref: str, entries: object) -> dict[str | None, str]:
+    """``["REGION=URL", ...]`` (the ``region_endpoints`` option) as a mapping; a malformed entry is refused."""
+    out: dict[str | None, str] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        region, sep, url = str(entry).partition("=")
+        if not sep or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", region.strip()) \
+                or not url.strip().startswith(("https://", "http://")):
+            raise ProviderError(f"AWS KMS key {ref}: region_endpoints entry {entry!r} is not REGION=URL "
+                                "(e.g. \"eu-west-1=https://vpce-123.kms.eu-west-1.vpce.amazonaws.com\")",
+                                op="open", key=ref)
+        out[region.strip()] = url.strip()
+    return out
+
+
 def make_client(service: str, options: Mapping[str, object]) -> Any:
     """A boto3 client from a Session: adaptive retries, the SDK's own environment handling
     (AWS_ENDPOINT_URL, AWS_REGION, AWS_PROFILE, web identity for IRSA), and ``role_arn`` assumed
@@ -454,5 +544,7 @@ def make_client(service: str, options: Mapping[str, object]) -> Any:
     endpoint = options.get("endpoint")
     threads = options.get("max_concurrency")
     pool = max(10, threads if isinstance(threads, int) else 0)  # one connection per rewrap thread, or more
+    timeout = options.get("connect_timeout")
+    timeouts = {"connect_timeout": timeout} if isinstance(timeout, int) else {}
     return session.client(service, endpoint_url=str(endpoint) if endpoint else None,
-                          config=Config(retries={"mode": "adaptive"}, max_pool_connections=pool))
+                          config=Config(retries={"mode": "adaptive"}, max_pool_connections=pool, **timeouts))

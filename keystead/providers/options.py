@@ -29,7 +29,8 @@ KEY_OPTIONS: Mapping[str, Mapping[str, Kind]] = {
     "local": {},
     "age": {},
     "aws": {"region": str, "replica_regions": list, "role_arn": str, "endpoint": str, "purpose": PURPOSES,
-            "manage_rotation": bool, "on_demand_limit": int, "max_concurrency": int},
+            "manage_rotation": bool, "on_demand_limit": int, "max_concurrency": int, "region_endpoints": list,
+            "connect_timeout": int},
     "gcp": {"endpoint": str, "purpose": PURPOSES},
 }
 """Options a ``[keys.X]`` table accepts, by provider, beside ``ref``, ``rotation_period_days``
@@ -38,7 +39,8 @@ and ``exclusive``."""
 PROVIDER_OPTIONS: Mapping[str, Mapping[str, Kind]] = {
     "age": {"identity_file": str},
     "aws": {"region": str, "endpoint": str, "profile": str, "account": str, "max_concurrency": int,
-            "requests_per_second": float, "quota_share": float},
+            "region_endpoints": list, "connect_timeout": int, "requests_per_second": float,
+            "quota_share": float},
     "gcp": {"endpoint": str, "credentials_file": str, "max_concurrency": int, "anonymous": bool,
             "retry_seconds": int},
 }
