@@ -215,5 +215,7 @@ def test_lanes_open_their_vault_through_the_same_key_wrapper(tmp_path) -> None:
             state.close()
     assert r.outcome == "done", r.message
     pids = {int(p.name) for p in seen.iterdir()}
-    assert len(pids - {os.getpid()}) == 2  # both lane processes rewrapped through the wrapper
+    # Every batch was rewrapped in a lane process, through the wrapper. Lanes are claimed, so one
+    # lane process may take both lanes before the other has started: which of them worked is timing.
+    assert pids and os.getpid() not in pids
     assert env.check_all_open() == {"2": env.n}
