@@ -54,6 +54,8 @@ _COMMANDS = {
     "worker": "keystead.cli.rotation:worker",
     "status": "keystead.cli.rotation:status",
     "policy": "keystead.cli.policy:policy",
+    "sign": "keystead.cli.sign:sign",
+    "verify": "keystead.cli.sign:verify",
 }
 
 

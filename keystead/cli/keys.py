@@ -48,11 +48,34 @@ def _describe_all(app: App) -> list[dict[str, Any]]:
             rows.append(_summary(kc, None, str(vault.key_errors[kc.name])))
             continue
         try:
-            rows.append(_summary(kc, vault.keys[kc.name].describe(), None))
+            row = _summary(kc, vault.keys[kc.name].describe(), None)
+            if kc.signs and kc.provider == "aws":
+                row["public_keys"] = _public_keys(app, kc, row["versions"])
+            rows.append(row)
         except Exception as exc:  # one broken key must not hide the others
             # A keystead error says what to fix; anything else (an SDK's) is named by type only.
             rows.append(_summary(kc, None, str(exc) if isinstance(exc, KeysteadError) else type(exc).__name__))
     return rows
+
+
+def _public_keys(app: App, kc: KeyConfig, versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A signing key's public keys, one per key id of its versions (the cache, else GetPublicKey)."""
+    from keystead.cli.sign import public_key_cache, signing_key
+    from keystead.providers.aws_sign import fingerprint
+
+    _kc, key = signing_key(app.config, kc.name)
+    cache = public_key_cache(app.config)
+    out: list[dict[str, Any]] = []
+    for v in versions:
+        kid = v["id"].split(":", 1)[0]
+        entry: dict[str, Any] = {"key_id": kid, "state": v["state"], "file": str(cache.path(kid))}
+        try:
+            pem = cache.get(key, kid)
+            entry.update(sha256=fingerprint(pem), public_key=pem.decode("ascii"))
+        except KeysteadError as exc:  # e.g. a disabled key never cached: GetPublicKey refuses it
+            entry["error"] = str(exc)
+        out.append(entry)
+    return out
 
 
 def _never(rotation: str) -> str:
@@ -103,6 +126,11 @@ def show(app: App, ref: str, as_json: bool) -> None:
     for v in row["versions"]:
         table.add_row(v["id"] + (" (primary)" if v["id"] == row["primary"] else ""), v["state"], v["created_at"])
     table.print()
+    if "public_keys" in row:
+        keys = Table("key id", "state", "public key (SHA-256 of its DER)", "file")
+        for p in row["public_keys"]:
+            keys.add_row(p["key_id"], p["state"], p.get("sha256") or f"[red]{p.get('error')}[/]", p["file"])
+        keys.print()
 
 
 @keys.command("create")

@@ -251,6 +251,9 @@ class AwsKey(Key):
         return {target: self.current_label(target, fresh=fresh)}
 
     def _wrap(self, dek: bytes, context: Context) -> Wrapped:
+        if self.options.get("purpose") == "sign":
+            raise ProviderError(f"wrap with AWS KMS key {self.ref}: a signing key (purpose = \"sign\") holds no "
+                                "envelope slots; declare an encryption key", op="wrap", key=self.ref)
         known = self._known_labels()  # before the call: a race mislabels a fresh slot as old, never the reverse
         out = self.client().encrypt(KeyId=self.ref, Plaintext=dek, EncryptionContext=context.kms_context)
         return Wrapped(self._labelled(out["KeyId"], None, known), out["CiphertextBlob"])
@@ -357,7 +360,7 @@ _FIX = {
 }
 _API = {"wrap": "kms:Encrypt", "unwrap": "kms:Decrypt", "rewrap": "kms:ReEncrypt*", "describe": "kms:DescribeKey",
         "rotate": "the rotation calls", "disable": "kms:DisableKey", "retire": "kms:ScheduleKeyDeletion",
-        "restore": "kms:CancelKeyDeletion/EnableKey"}
+        "restore": "kms:CancelKeyDeletion/EnableKey", "sign": "kms:Sign", "public-key": "kms:GetPublicKey"}
 
 
 def map_error(ref: str, region: str | None, op: str, exc: Exception) -> KeysteadError | None:
