@@ -97,7 +97,7 @@ def _sample(config: Config, ref: str) -> tuple[str, str, str, bytes] | None:
     try:
         for row in store.slots_behind(ref, "", limit=16):
             if row.version != DAMAGED:
-                return config.vault_name, row.name, row.version, row.wrapped
+                return config.vault_name, row.secret, row.version, row.wrapped
     finally:
         store.close()
     return None

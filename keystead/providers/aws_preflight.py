@@ -77,7 +77,7 @@ def _probe(actions: tuple[str, ...], how: str, call: Callable[[], Any]) -> Check
         if code == "DryRunOperationException":
             return Check(actions, ALLOWED, how, "KMS: the request would have succeeded")
         if code in _DENIED_CODES or status == 403 or "AccessDenied" in message:
-            named = tuple(dict.fromkeys(_PERFORM.findall(message))) or actions
+            named = tuple(a for a in dict.fromkeys(_PERFORM.findall(message)) if a in actions) or actions
             return Check(named, DENIED, how, "access denied")
         return Check(actions, FAILED, how, f"{code or status}: {message.splitlines()[0][:200] if message else ''}")
     return Check(actions, ALLOWED, how)
