@@ -35,6 +35,7 @@ _STYLE = {"allowed": "green", "denied": "red", "error": "red", "unchecked": "yel
 
 def run(app: App, only: str | None, spec_path: str | None, as_json: bool) -> None:
     from keystead.providers import open_key
+    from keystead.providers.aws import AwsKey
 
     config = app.config
     spec = None
@@ -53,6 +54,7 @@ def run(app: App, only: str | None, spec_path: str | None, as_json: bool) -> Non
                            else "needs no cloud permission")
             continue
         key = open_key(kc.ref, config, options=kc.options)
+        assert isinstance(key, AwsKey)
         try:
             kind, checks = _checks(config, kc, key)
         except KeysteadError as exc:
@@ -126,7 +128,8 @@ def _one_key_spec(kc: KeyConfig, key: AwsKey) -> Spec:
     spec_key = Key(name=kc.name, cloud="aws", type=kind,
                    key_spec=meta.get("KeySpec") or meta.get("CustomerMasterKeySpec") or "SYMMETRIC_DEFAULT",
                    arn=meta["Arn"], alias=key.parsed.alias, region=region, account=account,
-                   multi_region=bool(meta.get("MultiRegion")), replica_regions=tuple(r for r in replicas if r != region),
+                   multi_region=bool(meta.get("MultiRegion")),
+                   replica_regions=tuple(r for r in replicas if r != region),
                    hsm=meta.get("Origin") == "AWS_CLOUDHSM", rotation_days=min(max(kc.rotation_period_days, 90), 2560))
     worker = Principal(name=WORKER, kind="worker", grants=(Grant(kc.name, "rotator"),),
                        arn=f"arn:aws:iam::{account}:role/keystead-rotation")

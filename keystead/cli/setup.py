@@ -54,7 +54,8 @@ ref = "{recipient}"     # developers open secrets offline with their age identit
 @click.option("--kms-key", "kms_key", metavar="REF",
               help="The vault's key is this AWS KMS key (ARN, alias/NAME, mrk-...) instead of a local one.")
 @click.option("--region", help="With --kms-key: the key's region.")
-@click.option("--replica-region", "replica_regions", multiple=True, help="With --kms-key: a replica region (repeatable).")
+@click.option("--replica-region", "replica_regions", multiple=True,
+              help="With --kms-key: a replica region (repeatable).")
 @click.option("--role-arn", help="With --kms-key: a role to assume for the key's calls.")
 @pass_app
 def init(app: App, folder: str, store: str, vault_name: str, key_name: str | None, age_recipient: str | None,

@@ -79,7 +79,7 @@ def test_sign_and_verify_through_the_cli_small_and_large_files(aws_env: Clients,
 
 
 def test_a_signing_key_holds_no_slots(aws_env: Clients, tmp_path: Path) -> None:
-    w, meta = _signing_workspace(aws_env, tmp_path)
+    w, _meta = _signing_workspace(aws_env, tmp_path)
     w.cli("secrets", "set", "A", "1")
     from keystead.config import load_config
 
