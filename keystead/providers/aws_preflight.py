@@ -9,8 +9,10 @@ calls), each found out in the least invasive way the API offers:
   permission and answers ``DryRunOperationException`` without doing anything.
   ReEncrypt is tried on ``sample``, a real slot of the key from the vault, with
   its own encryption context, so both ``kms:ReEncryptFrom`` (the slot's key)
-  and ``kms:ReEncryptTo`` (the key) are checked; a server that ignores DryRun
-  (moto) re-encrypts, and the result is thrown away: the vault is never written.
+  and ``kms:ReEncryptTo`` (the key) are checked; so is Decrypt, which the
+  rotation's verification step calls on every rewrapped slot. A server that
+  ignores DryRun (moto) does the call, and its answer is dropped: the vault is
+  never written and no data key is kept.
 - ``read-only call``: an action that only reads (DescribeKey, ListKeyRotations,
   GetKeyRotationStatus, ListResourceTags, GetKeyPolicy, ListKeys) is called.
 - ``cannot check without doing it``: CreateKey, TagResource, ReplicateKey,
@@ -107,6 +109,7 @@ def preflight(key: AwsKey, sample: tuple[str, str, str, bytes] | None) -> tuple[
         checks += _successor(key, client, meta)
     if meta.get("KeyUsage", "ENCRYPT_DECRYPT") == "ENCRYPT_DECRYPT" and kind is not RotationKind.NONE:
         checks.append(_reencrypt(key, client, kid, sample))
+        checks.append(_decrypt(client, sample))
     return kind, checks
 
 
@@ -169,3 +172,15 @@ def _reencrypt(key: AwsKey, client: Any, kid: str, sample: tuple[str, str, str, 
     return _probe(actions, DRY_RUN, lambda: client.re_encrypt(
         CiphertextBlob=blob, SourceKeyId=source, SourceEncryptionContext=context,
         DestinationKeyId=key.ref, DestinationEncryptionContext=context, DryRun=True))
+
+
+def _decrypt(client: Any, sample: tuple[str, str, str, bytes] | None) -> Check:
+    """Verification opens rewrapped slots (Decrypt): checked on the sample slot."""
+    if sample is None:
+        return Check(("kms:Decrypt",), UNCHECKED, DRY_RUN, "verification opens each rewrapped slot; no envelope "
+                                                          "holds a slot of this key yet: checked once one does")
+    vault, secret, version, blob = sample
+    check = _probe(("kms:Decrypt",), DRY_RUN, lambda: client.decrypt(
+        CiphertextBlob=blob, KeyId=version.split(":", 1)[0], EncryptionContext=Context(vault, secret).kms_context,
+        DryRun=True))
+    return Check(check.actions, check.status, check.how, check.detail or "verification opens each rewrapped slot")

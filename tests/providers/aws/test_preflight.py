@@ -100,6 +100,10 @@ def test_preflight_names_each_missing_permission_and_the_statement_that_grants_i
     grant = denied["grant"][0]
     assert grant["Sid"] == "RotatorApp" and "kms:ListKeyRotations" in grant["Action"]
     assert grant["Effect"] == "Allow"
+    # verification decrypts every rewrapped slot, and the generated rotator policy grants no kms:Decrypt:
+    # preflight says so rather than naming a statement that does not grant it
+    decrypt = next(c for c in row["checks"] if c["actions"] == ["kms:Decrypt"])
+    assert decrypt["status"] == DENIED and decrypt["grant"] == [None]
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("keystead: error: preflight:") and "kms:ListKeyRotations on app" in last
 
@@ -159,7 +163,11 @@ def test_dry_run_answers_as_aws_gives_them(answer: str, status: str, actions: tu
         stub.add_client_error("re_encrypt", answer, message, 412 if status == ALLOWED else 400, expected_params={
             "CiphertextBlob": b"blob", "SourceKeyId": KID, "DestinationKeyId": ARN, "DryRun": True,
             "SourceEncryptionContext": ANY, "DestinationEncryptionContext": ANY})
+        stub.add_client_error("decrypt", "DryRunOperationException", "Request would have succeeded", 412,
+                              expected_params={"CiphertextBlob": b"blob", "KeyId": KID, "DryRun": True,
+                                               "EncryptionContext": {"keystead:vault": "vault", "keystead:secret": "A"}})
         kind, checks = preflight(key, ("vault", "A", f"{KID}:m", b"blob"))
         stub.assert_no_pending_responses()
     rewrap = next(c for c in checks if "kms:ReEncryptFrom" in c.actions)
     assert str(kind) == "scheduled" and rewrap.status == status and rewrap.actions == actions
+    assert next(c for c in checks if c.actions == ("kms:Decrypt",)).status == ALLOWED
