@@ -223,18 +223,17 @@ def verify_file(key: AwsKey, path: Path, sig: Signature, cache: PublicKeyCache) 
 
     with key._translated("describe"):
         current = key._target()
-    if sig.key_id is None and matches(current):
-        return current  # the common case: one DescribeKey (cached by the key), the public key cached
-    tried = candidates(key)
-    if sig.key_id is not None:
-        wanted = key_id_of(sig.key_id)
-        if wanted not in (k for k, _s in tried):
+    wanted = key_id_of(sig.key_id) if sig.key_id else None
+    if wanted in (None, current) and matches(current):
+        return current  # the common case: one DescribeKey (remembered by the key), the public key cached
+    tried = [current]
+    if wanted != current:  # a predecessor's signature: follow the chain (needs kms:ListResourceTags)
+        chain = [kid for kid, _state in candidates(key) if kid != current]
+        if wanted is not None and wanted not in chain:
             raise BadSignature(f"{path}: signed by AWS KMS key {sig.key_id}, which is not {key.ref} nor one of its "
                                "predecessors still in their grace period")
-        tried = [c for c in tried if c[0] == wanted]
-    for kid, _state in tried:
-        if (sig.key_id is not None or kid != current) and matches(kid):
-            return kid
-    names = ", ".join(k for k, _s in tried)
-    raise BadSignature(f"bad signature: it does not match {path} under {key.ref} (tried {names})")
-
+        for kid in [wanted] if wanted else chain:
+            if matches(kid):
+                return kid
+        tried = [wanted] if wanted else [current, *chain]
+    raise BadSignature(f"bad signature: it does not match {path} under {key.ref} (tried {', '.join(tried)})")
