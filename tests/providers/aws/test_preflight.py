@@ -163,9 +163,10 @@ def test_dry_run_answers_as_aws_gives_them(answer: str, status: str, actions: tu
         stub.add_client_error("re_encrypt", answer, message, 412 if status == ALLOWED else 400, expected_params={
             "CiphertextBlob": b"blob", "SourceKeyId": KID, "DestinationKeyId": ARN, "DryRun": True,
             "SourceEncryptionContext": ANY, "DestinationEncryptionContext": ANY})
+        context = {"keystead:vault": "vault", "keystead:secret": "A"}
         stub.add_client_error("decrypt", "DryRunOperationException", "Request would have succeeded", 412,
                               expected_params={"CiphertextBlob": b"blob", "KeyId": KID, "DryRun": True,
-                                               "EncryptionContext": {"keystead:vault": "vault", "keystead:secret": "A"}})
+                                               "EncryptionContext": context})
         kind, checks = preflight(key, ("vault", "A", f"{KID}:m", b"blob"))
         stub.assert_no_pending_responses()
     rewrap = next(c for c in checks if "kms:ReEncryptFrom" in c.actions)
