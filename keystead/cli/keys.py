@@ -48,10 +48,7 @@ def _describe_all(app: App) -> list[dict[str, Any]]:
             rows.append(_summary(kc, None, str(vault.key_errors[kc.name])))
             continue
         try:
-            row = _summary(kc, vault.keys[kc.name].describe(), None)
-            if kc.signs and kc.provider == "aws":
-                row["public_keys"] = _public_keys(app, kc, row["versions"])
-            rows.append(row)
+            rows.append(_summary(kc, vault.keys[kc.name].describe(), None))
         except Exception as exc:  # one broken key must not hide the others
             # A keystead error says what to fix; anything else (an SDK's) is named by type only.
             rows.append(_summary(kc, None, str(exc) if isinstance(exc, KeysteadError) else type(exc).__name__))
@@ -114,6 +111,9 @@ def show(app: App, ref: str, as_json: bool) -> None:
     if not rows:
         raise NotFoundError(f"no key {ref!r} in {app.config.path} (see `keystead keys list`)")
     row = rows[0]
+    kc = app.config.keys[row["name"]]
+    if kc.signs and kc.provider == "aws" and "error" not in row:
+        row["public_keys"] = _public_keys(app, kc, row["versions"])
     if as_json:
         print_json(row)
         return
