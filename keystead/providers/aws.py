@@ -370,6 +370,10 @@ def map_error(ref: str, region: str | None, op: str, exc: Exception) -> Keystead
     where = f"{op} with AWS KMS key {ref}"
     if isinstance(exc, be.ClientError):
         code = str(exc.response.get("Error", {}).get("Code") or "Unknown")
+        if code == "CustomKeyStoreInvalidStateException":
+            return ProviderUnavailable(f"{where}: {code}: its custom key store is disconnected or unavailable: "
+                                       "connect it (aws kms connect-custom-key-store); the next sweep retries",
+                                       op=op, key=ref, code=code)
         if code in _TRANSIENT:
             return ProviderUnavailable(f"{where}: KMS is unavailable or throttling ({code}) after retries; "
                                        "the next sweep retries", op=op, key=ref, code=code)

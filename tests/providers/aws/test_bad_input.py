@@ -62,7 +62,7 @@ class Refuse:
     ("DisabledException", ("disabled", "enable it")),  # moto: a disabled key still encrypts
     ("KMSInvalidStateException", ("pending deletion", "keys restore")),  # moto: so does a pending-deletion one
     ("ExpiredTokenException", ("expired", "refresh them")),  # moto never expires credentials
-    ("CustomKeyStoreInvalidStateException", ("unavailable", "retries")),  # moto has no custom key stores
+    ("CustomKeyStoreInvalidStateException", ("disconnected", "connect-custom-key-store")),  # moto has none
 ])
 def test_refusals_moto_cannot_give_change_nothing(aws_env: Clients, tmp_path: Path, code: str,
                                                   words: tuple[str, ...]) -> None:
