@@ -198,3 +198,35 @@ def test_signature_file_formats() -> None:
     for bad in (b"", b"{", json.dumps({**doc, "algorithm": "RSA"}).encode(), json.dumps({"format": "x"}).encode()):
         with pytest.raises(FormatError):
             decode_signature(bad, "s")
+
+
+def test_an_exclusive_signing_key_retires_its_predecessor_after_the_grace_periods(
+        aws_env: Clients, tmp_path: Path) -> None:
+    """The worker's own retirement: disabled after one grace period (old signatures still verify),
+    scheduled for deletion after the second (they no longer do)."""
+    from datetime import UTC, datetime, timedelta
+
+    meta = make_key(aws_env.kms(), alias="release", **ECC)
+    w = workspace(tmp_path, "")
+    w.cli("keys", "add", alias_arn("release"), "--purpose", "sign", "--name", "release", "--exclusive")
+    f = tmp_path / "artefact"
+    f.write_bytes(b"v1")
+    w.cli("sign", "release", str(f), "--out", str(tmp_path / "old.sig"))
+    now = datetime.now(UTC)
+    w.cli("rotate", "release", "--force")
+    kms = aws_env.kms()
+    assert kms.describe_key(KeyId=meta["KeyId"])["KeyMetadata"]["KeyState"] == "Enabled"  # in its grace period
+
+    w.cli("rotate", "--as-of", (now + timedelta(days=8)).isoformat())
+    assert kms.describe_key(KeyId=meta["KeyId"])["KeyMetadata"]["KeyState"] == "Disabled"
+    assert meta["KeyId"] in w.cli("verify", "release", str(f), str(tmp_path / "old.sig")).stderr
+
+    w.cli("rotate", "--as-of", (now + timedelta(days=16)).isoformat())
+    assert kms.describe_key(KeyId=meta["KeyId"])["KeyMetadata"]["KeyState"] == "PendingDeletion"
+    out = w.cli("verify", "release", str(f), str(tmp_path / "old.sig"), ok=False)
+    assert out.exit_code == 1 and "bad signature" in out.stderr
+    shown = json.loads(w.cli("keys", "show", "release", "--json").stdout)
+    old = next(v for v in shown["versions"] if v["id"].startswith(meta["KeyId"]))
+    assert old["state"] == "pending-deletion"
+    w.cli("keys", "restore", "release", old["id"])
+    assert meta["KeyId"] in w.cli("verify", "release", str(f), str(tmp_path / "old.sig")).stderr  # restored
