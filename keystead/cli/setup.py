@@ -46,7 +46,7 @@ ref = "{recipient}"     # developers open secrets offline with their age identit
 @click.option("--dir", "folder", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Where to create keystead.toml.")
 @click.option("--store", default="sqlite:///.keystead/vault.db", show_default=True,
-              help="Vault store URL: sqlite:///PATH or dir:PATH.")
+              help="Vault store URL: sqlite:///PATH, dir:PATH or postgresql://USER@HOST/DATABASE.")
 @click.option("--vault", "vault_name", default="default", show_default=True,
               help="Vault name (bound into every envelope).")
 @click.option("--key", "key_name", help="Name of the vault's key (default: main; with --kms-key: from REF).")
@@ -89,6 +89,12 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     private = path.parent / PRIVATE_DIR
     tightened = _private_folder(private)
+    from keystead.stores import redact_url
+
+    shown = redact_url(store)
+    if shown != store:  # the URL carries a password: the config is as private as the key file
+        path.touch(mode=0o600)
+        path.chmod(0o600)
     path.write_text(text, encoding="utf-8")
     try:
         config = load_config(path)
@@ -100,6 +106,7 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str | Non
             if not keyfile.exists() or key_name not in keyfile.load():
                 keyfile.create(key_name)
         with Vault.open(config) as vault:
+            held = vault.store.count()
             if kms_key is None:
                 vault.audit.append("keys.create", key=f"local:{key_name}")
             else:
@@ -110,11 +117,17 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str | Non
         raise
     if tightened is not None:
         say(f"[yellow]warning:[/] {private} was mode {tightened:04o}: tightened to 0700 (it holds the key file)")
+    what = f"key {key_name}: AWS KMS {kms_key}" if kms_key is not None else f"key local:{key_name}"
+    say(f"initialised vault {vault_name!r}: {path} ({what}, store {shown})")
+    if held:
+        say(f"[yellow]warning:[/] store {shown} already holds {held} secret(s) of another keystead config: "
+            f"this config opens them only with the same vault name and keys (copy that config's key file, "
+            f"or give this vault a database or schema of its own)")
+    if shown != store:
+        say(f"{path} holds the database password: it is mode 0600 (PGPASSWORD or ~/.pgpass keep it out of the file)")
     if kms_key is not None:
-        say(f"initialised vault {vault_name!r}: {path} (key {key_name}: AWS KMS {kms_key}, store {store})")
         say(f"`keystead rotate --preflight {key_name}` checks the credentials; docs/aws.md walks the rest")
         return
-    say(f"initialised vault {vault_name!r}: {path} (key local:{key_name}, store {store})")
     say(f"{private}/ holds the key that opens every secret: {private / '.gitignore'} keeps all of it out of git")
 
 
