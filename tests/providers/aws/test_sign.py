@@ -8,16 +8,21 @@ the one AWS would make. Everything else here is moto as it is.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from keystead.errors import InputError
+from keystead.errors import InputError, ProviderError
 from keystead.providers.aws import AwsKey
 from keystead.providers.aws_sign import (
     RAW_LIMIT,
@@ -180,7 +185,6 @@ def test_public_keys_are_cached_per_key_id(aws: Clients, tmp_path: Path) -> None
 
 def test_a_signing_key_refuses_to_wrap(aws: Clients) -> None:
     from keystead.envelope import Context
-    from keystead.errors import ProviderError
 
     key = AwsKey(make_key(aws.kms(), **ECC)["Arn"], clients=aws, options={"purpose": "sign"})
     with pytest.raises(ProviderError) as info:
@@ -230,3 +234,58 @@ def test_an_exclusive_signing_key_retires_its_predecessor_after_the_grace_period
     assert old["state"] == "pending-deletion"
     w.cli("keys", "restore", "release", old["id"])
     assert meta["KeyId"] in w.cli("verify", "release", str(f), str(tmp_path / "old.sig")).stderr  # restored
+
+
+def test_a_disabled_predecessor_verifies_from_the_cache_only(tmp_path: Path) -> None:
+    """Stubber: AWS refuses GetPublicKey for a disabled key (DisabledException); moto answers it. So a
+    predecessor disabled by retirement verifies only where its public key was cached before."""
+    old_id, new_id = "1111abcd-12ab-34cd-56ef-1234567890ab", "2222abcd-12ab-34cd-56ef-1234567890ab"
+    alias = "arn:aws:kms:us-east-1:111122223333:alias/release"
+    private = ec.generate_private_key(ec.SECP256R1())
+    f = tmp_path / "f"
+    f.write_bytes(b"signed by the old key")
+    der = private.sign(hashlib.sha256(f.read_bytes()).digest(), ec.ECDSA(Prehashed(hashes.SHA256())))
+    public_der = private.public_key().public_bytes(serialization.Encoding.DER,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def meta(kid: str, state: str) -> dict:
+        return {"KeyId": kid, "Arn": f"arn:aws:kms:us-east-1:111122223333:key/{kid}", "KeyState": state,
+                "CreationDate": datetime(2026, 1, 1, tzinfo=UTC), "KeyUsage": "SIGN_VERIFY",
+                "KeySpec": "ECC_NIST_P256", "Origin": "AWS_KMS"}
+
+    def run(cache: PublicKeyCache, refuse: bool) -> str:
+        client = boto3.client("kms", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+        key = AwsKey(alias, clients=lambda service, opts: client, options={"purpose": "sign"}, name="release")
+        new_public = ec.generate_private_key(ec.SECP256R1()).public_key()
+        with Stubber(client) as stub:
+            stub.add_response("describe_key", {"KeyMetadata": meta(new_id, "Enabled")}, {"KeyId": alias})
+            if cache.cached(new_id) is None:
+                stub.add_response("get_public_key", {"KeyId": new_id, "KeySpec": "ECC_NIST_P256",
+                                                     "KeyUsage": "SIGN_VERIFY", "PublicKey": new_public.public_bytes(
+                                                         serialization.Encoding.DER,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo)},
+                                  {"KeyId": new_id})
+            stub.add_response("describe_key", {"KeyMetadata": meta(new_id, "Enabled")}, {"KeyId": alias})
+            stub.add_response("list_resource_tags", {"Tags": [{"TagKey": "keystead:predecessor", "TagValue": old_id}],
+                                                     "Truncated": False}, {"KeyId": new_id})
+            stub.add_response("describe_key", {"KeyMetadata": meta(old_id, "Disabled")}, {"KeyId": old_id})
+            stub.add_response("list_resource_tags", {"Tags": [], "Truncated": False}, {"KeyId": old_id})
+            if cache.cached(old_id) is None:
+                if refuse:
+                    stub.add_client_error("get_public_key", "DisabledException", f"{old_id} is disabled.", 400,
+                                          expected_params={"KeyId": old_id})
+                else:
+                    stub.add_response("get_public_key", {"KeyId": old_id, "KeySpec": "ECC_NIST_P256",
+                                                         "KeyUsage": "SIGN_VERIFY", "PublicKey": public_der},
+                                      {"KeyId": old_id})
+            try:
+                return verify_file(key, f, Signature(None, der), cache)
+            finally:
+                stub.assert_no_pending_responses()
+
+    with pytest.raises(ProviderError) as info:  # never cached, now disabled: AWS will not say
+        run(PublicKeyCache(tmp_path / "cold"), refuse=True)
+    assert "DisabledException" in str(info.value) and "\n" not in str(info.value)
+    warm = PublicKeyCache(tmp_path / "warm")
+    assert run(warm, refuse=False) == old_id  # KMS answers (as it did while the key was enabled): cached
+    assert run(warm, refuse=True) == old_id  # then no call at all
