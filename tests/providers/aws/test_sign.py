@@ -100,8 +100,13 @@ def test_a_signing_key_holds_no_slots(aws_env: Clients, tmp_path: Path) -> None:
         store.close()
     out = w.cli("keys", "add", alias_arn("other"), "--purpose", "sign", "--reseal", ok=False)
     assert out.exit_code == 2 and "holds no envelope slots" in out.stderr
-    # a profile may not list a signing key among the keys that hold slots
-    w.config.write_text(w.config.read_text() + '\n[profiles.ci]\nkeys = ["main", "release"]\n')
+    # added under a profile, a signing key stays out of the profile's keys (they hold slots) ...
+    w.config.write_text(w.config.read_text() + '\n[profiles.ci]\nkeys = ["main"]\n')
+    w.cli("--profile", "ci", "keys", "add", alias_arn("other"), "--purpose", "sign", "--name", "other")
+    ci = load_config(w.config, profile="ci")
+    assert [k.name for k in ci.slot_keys] == ["main"] and ci.keys["other"].signs
+    # ... and a profile may not list one
+    w.config.write_text(w.config.read_text().replace('keys = ["main"]', 'keys = ["main", "release"]'))
     out = w.cli("keys", "list", ok=False)
     assert out.exit_code == 3 and "signing key" in out.stderr
 
