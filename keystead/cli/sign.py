@@ -101,8 +101,11 @@ def verify(app: App, key: str, file: str, sig: str) -> None:
     kc, verifier = signing_key(config, key)
     path = _file(file)
     sig_path = _file(sig)
+    from keystead.providers.aws_sign import MAX_SIGNATURE_FILE
+
     try:
-        raw = sig_path.read_bytes()
+        with sig_path.open("rb") as f:
+            raw = f.read(MAX_SIGNATURE_FILE + 1)  # a signature is small: never read a large file whole
     except OSError as exc:
         raise InputError(f"cannot read {sig}: {exc.strerror or exc}") from None
     signature = decode_signature(raw, sig)

@@ -109,6 +109,8 @@ def encode_signature(sig: Signature, *, as_json: bool) -> bytes:
 
 def decode_signature(data: bytes, where: str) -> Signature:
     """A signature file: DER as KMS returns it, or keystead's JSON (see the module docstring)."""
+    if len(data) > MAX_SIGNATURE_FILE:
+        raise FormatError(f"{where}: {len(data)} bytes is no signature (at most {MAX_SIGNATURE_FILE})")
     text = data.lstrip()
     if text[:1] == b"{":
         try:

@@ -11,7 +11,6 @@ with the error AWS gives (HTTP 400, KMS's JSON error body), as the Throttle help
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from keystead.config import load_config
 from keystead.errors import ProviderError
 from keystead.vault import Vault
 from tests.providers.aws.helpers import alias_arn, aws_key_toml, make_key, workspace
-from tests.providers.aws.moto_server import ACCOUNT, REGION, Clients, MotoServer, _Raw
+from tests.providers.aws.moto_server import ACCOUNT, REGION, Clients, _Raw
 
 
 def _store_bytes(w) -> dict[str, bytes]:
@@ -82,15 +81,6 @@ def test_refusals_moto_cannot_give_change_nothing(aws_env: Clients, tmp_path: Pa
     assert w.cli("secrets", "get", "A").stdout == "1"
 
 
-@pytest.fixture
-def enforced(moto_server: MotoServer) -> Iterator[MotoServer]:
-    moto_server.enforce_iam(True)
-    try:
-        yield moto_server
-    finally:
-        moto_server.enforce_iam(False)
-
-
 def test_access_denied_names_the_key_and_the_policy_fix(aws_env: Clients, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         request: pytest.FixtureRequest) -> None:
@@ -107,7 +97,7 @@ def test_access_denied_names_the_key_and_the_policy_fix(aws_env: Clients, tmp_pa
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", access["SecretAccessKey"])
     monkeypatch.delenv("AWS_SESSION_TOKEN")
     before = _store_bytes(w)
-    request.getfixturevalue("enforced")
+    request.getfixturevalue("iam_enforced")
     out = w.cli("secrets", "set", "A", "2", ok=False)
     assert out.exit_code == 6
     _one_line(out.stderr, alias_arn("app"))

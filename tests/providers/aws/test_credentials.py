@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,15 +41,6 @@ def _sessions(server: MotoServer) -> dict[str, str]:
     return {s["access_key_id"]: s["role_arn"] for s in server.data().get("sts", {}).get("AssumedRole", [])}
 
 
-@pytest.fixture
-def enforced(moto_server: MotoServer) -> Iterator[MotoServer]:
-    moto_server.enforce_iam(True)
-    try:
-        yield moto_server
-    finally:
-        moto_server.enforce_iam(False)
-
-
 def test_a_key_with_role_arn_calls_kms_with_the_assumed_roles_credentials(
         aws_env: Clients, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch,
         request: pytest.FixtureRequest) -> None:
@@ -71,7 +61,7 @@ def test_a_key_with_role_arn_calls_kms_with_the_assumed_roles_credentials(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", base["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", base["SecretAccessKey"])
     monkeypatch.delenv("AWS_SESSION_TOKEN")
-    request.getfixturevalue("enforced")
+    request.getfixturevalue("iam_enforced")
 
     key = AwsKey(meta["Arn"], options={"role_arn": role["Arn"]})  # the provider's own client: no injection
     seen = _signed_by(key)

@@ -4,7 +4,6 @@ what moto cannot show (it ignores DryRun, and its refusals are HTTP 403 XML, not
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from botocore.stub import ANY, Stubber
 from keystead.providers.aws import AwsKey
 from keystead.providers.aws_preflight import ALLOWED, DENIED, UNCHECKED, preflight
 from tests.providers.aws.helpers import alias_arn, aws_key_toml, make_key, workspace
-from tests.providers.aws.moto_server import Clients, MotoServer
+from tests.providers.aws.moto_server import Clients
 
 ECC = {"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"}
 
@@ -57,16 +56,6 @@ def test_preflight_with_every_permission_checks_and_changes_nothing(aws_env: Cli
     assert w.snapshot() == before and kms.list_keys()["Keys"] == listed  # nothing made, nothing written
 
 
-@pytest.fixture
-def enforced(moto_server: MotoServer) -> Iterator[MotoServer]:
-    """moto's IAM enforcement on for the test (off again whatever happens)."""
-    moto_server.enforce_iam(True)
-    try:
-        yield moto_server
-    finally:
-        moto_server.enforce_iam(False)
-
-
 def _worker(aws: Clients, actions: list[str]) -> dict:
     iam = aws("iam", {})
     iam.create_user(UserName="worker")
@@ -88,7 +77,7 @@ def test_preflight_names_each_missing_permission_and_the_statement_that_grants_i
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", worker["SecretAccessKey"])
     monkeypatch.delenv("AWS_SESSION_TOKEN")
     before = w.snapshot()
-    request.getfixturevalue("enforced")
+    request.getfixturevalue("iam_enforced")
 
     out = w.cli("rotate", "--preflight", "app", "--json", ok=False)
     assert out.exit_code == 10, (out.stdout, out.stderr)
@@ -125,7 +114,7 @@ def test_preflight_names_the_statement_of_a_given_spec(aws_env: Clients, tmp_pat
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", worker["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", worker["SecretAccessKey"])
     monkeypatch.delenv("AWS_SESSION_TOKEN")
-    request.getfixturevalue("enforced")
+    request.getfixturevalue("iam_enforced")
     out = w.cli("rotate", "--preflight", "app", "--spec", str(spec), "--json", ok=False)
     assert out.exit_code == 10
     row = json.loads(out.stdout)["keys"][0]
