@@ -78,6 +78,10 @@ def test_sign_and_verify_through_the_cli_small_and_large_files(aws_env: Clients,
     assert doc["key_id"] == meta["Arn"] and doc["format"] == "keystead-signature/1"
     w.cli("verify", "release", str(small), str(tmp_path / "small.json"))
 
+    # each signature is an audit record, and the chain holds
+    assert '"keys.sign"' in w.cli("audit", "show", "--action", "keys.sign", "--json").stdout
+    w.cli("audit", "verify")
+
     # garbage is not a signature: exit 5
     (tmp_path / "junk.sig").write_bytes(b"not a signature")
     assert w.cli("verify", "release", str(small), str(tmp_path / "junk.sig"), ok=False).exit_code == 5
