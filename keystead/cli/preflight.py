@@ -62,10 +62,13 @@ def run(app: App, only: str | None, spec_path: str | None, as_json: bool) -> Non
             continue
         row["rotation"] = str(kind) if kind else None
         grants = _grants(spec, kc, key)
+        if grants is None:
+            row["grants_note"] = ("the statements cannot be generated without the key's description "
+                                  "(kms:DescribeKey): pass --spec SPEC")
         for check in checks:
             item = check.as_dict()
             if check.status == "denied":
-                item["grant"] = [_grant_for(action, grants) for action in check.actions]
+                item["grant"] = [_grant_for(action, grants or []) for action in check.actions]
             row["checks"].append(item)
     if as_json:
         print_json({"keys": report})
@@ -106,14 +109,23 @@ def _sample(config: Config, ref: str) -> tuple[str, str, str, bytes] | None:
 
 
 # -- the statement that grants an action ---------------------------------------------------------
-def _grants(spec: Spec | None, kc: KeyConfig, key: AwsKey) -> list[dict[str, Any]]:
-    """The Allow statements of the rotation worker's generated identity policy for this key."""
-    from keystead.policies.generate.aws import identity_policy
+def _grants(spec: Spec | None, kc: KeyConfig, key: AwsKey) -> list[dict[str, Any]] | None:
+    """The Allow statements of the rotation worker's generated identity policy for this key
+    (SPEC's when it declares the worker and a key of this name, else generated for the key as
+    KMS describes it); None when neither can be had."""
+    from keystead.policies.generate.aws import identity_policy, pascal
 
-    if spec is None or not any(p.name == WORKER for p in spec.principals):
-        spec = _one_key_spec(kc, key)
+    if spec is None or not any(p.name == WORKER for p in spec.principals) \
+            or not any(k.name == kc.name for k in spec.keys):
+        try:
+            with key._translated("describe"):
+                spec = _one_key_spec(kc, key)
+        except KeysteadError:
+            return None
     doc = identity_policy(spec, WORKER) or {"Statement": []}
-    return [s for s in doc["Statement"] if s.get("Effect") == "Allow"]
+    own = "Rotator" + pascal(kc.name)  # Sids are role + key + label; the wildcard-only actions are shared
+    return [s for s in doc["Statement"] if s.get("Effect") == "Allow"
+            and (str(s.get("Sid", "")).startswith(own) or s.get("Sid") == "WildcardOnlyActions")]
 
 
 def _one_key_spec(kc: KeyConfig, key: AwsKey) -> Spec:
@@ -156,6 +168,8 @@ def _print(report: list[dict[str, Any]], spec_path: str | None) -> None:
             say(f"{head}: [red]error:[/] {row['error']}")
             continue
         say(f"{head}: rotation {row.get('rotation') or 'unknown'}")
+        if "grants_note" in row:
+            say(f"  [yellow]note:[/] {row['grants_note']}")
         for c in row["checks"]:
             style = _STYLE.get(c["status"], "")
             detail = f": {c['detail']}" if c["detail"] else ""

@@ -161,3 +161,19 @@ def test_dry_run_answers_as_aws_gives_them(answer: str, status: str, actions: tu
     rewrap = next(c for c in checks if "kms:ReEncryptFrom" in c.actions)
     assert str(kind) == "scheduled" and rewrap.status == status and rewrap.actions == actions
     assert next(c for c in checks if c.actions == ("kms:Decrypt",)).status == ALLOWED
+
+
+def test_preflight_without_describe_key_says_so(aws_env: Clients, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                request: pytest.FixtureRequest) -> None:
+    """moto's IAM enforcement: a worker that may not even describe the key."""
+    make_key(aws_env.kms(), alias="app")
+    w = workspace(tmp_path, aws_key_toml("app", alias_arn("app")))
+    worker = _worker(aws_env, ["kms:ListKeys"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", worker["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", worker["SecretAccessKey"])
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    request.getfixturevalue("iam_enforced")
+    out = w.cli("rotate", "--preflight", "app", ok=False)
+    assert out.exit_code == 10
+    assert "denied     kms:DescribeKey" in out.stderr and "pass --spec SPEC" in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("keystead: error: preflight:")
