@@ -56,6 +56,7 @@ _COMMANDS = {
     "policy": "keystead.cli.policy:policy",
     "sign": "keystead.cli.sign:sign",
     "verify": "keystead.cli.sign:verify",
+    "plan": "keystead.cli.plan:plan",
     "db": "keystead.cli.db:db",
 }
 
