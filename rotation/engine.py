@@ -60,7 +60,7 @@ from keystead.errors import (
     StoreUnavailable,
 )
 from keystead.providers import ManagedKey, RotationKind
-from keystead.rotation import planner, retire, rewrap
+from keystead.rotation import metrics, planner, retire, rewrap
 from keystead.rotation.state import (
     DONE,
     PLANNED,
@@ -168,6 +168,7 @@ class Engine:
         self.stop = stop or threading.Event()
         self.rng = rng or random.Random()
         self.on_event = on_event
+        self.count = metrics.process_counter(vault.config)  # None unless the worker serves metrics
         self.stores = stores or StoreSet(vault)
         self._passes: dict[int, int] = {}
         self._waiting: str | None = None
@@ -190,7 +191,10 @@ class Engine:
         self.vault.audit.append(f"rotation.{action}", key=key, result=result, **details)
         fields = " ".join(f"{k}={v}" for k, v in details.items())
         log.log(logging.WARNING if result != "ok" else logging.INFO,
-                "rotation.%s key=%s result=%s %s", action, key, result, fields)
+                "rotation.%s key=%s result=%s %s", action, key, result, fields,
+                extra={"keystead": {"event": f"rotation.{action}", "key": key, "result": result, **details}})
+        if self.count is not None:
+            self.count(action, key, result, details)
         if self.on_event:
             self.on_event(action, {"key": key, "result": result, **details})
 

@@ -102,6 +102,7 @@ def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: 
     """Entry point of one lane process: the same vault (opened through ``Vault.open``, so the same
     key wrappers) and the same batch loop as in-process, over one lane of one store."""
     from keystead.config import load_config
+    from keystead.logs import formatter
     from keystead.providers import identity
     from keystead.rotation.engine import LOG_DATE_FORMAT, LOG_FORMAT, Engine
     from keystead.rotation.rewrap import rewrap_range
@@ -110,7 +111,7 @@ def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: 
 
     if log_level <= logging.CRITICAL:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        handler.setFormatter(formatter(LOG_FORMAT, LOG_DATE_FORMAT))  # --log-format json: JSON here too
         logger = logging.getLogger("keystead.rotation")
         logger.addHandler(handler)
         logger.setLevel(log_level)

@@ -10,6 +10,7 @@ or another worker holds the lock (docs/rotation.md).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from keystead.cli.app import App, Table, err_console, json_option, pass_app, print_json
 from keystead.errors import InputError, NotFoundError, RotationBusy, RotationError
+from keystead.logs import FORMAT_ENV, FORMATS, formatter
 
 if TYPE_CHECKING:  # the rotation package loads only when a command needs it
     from rich.progress import TaskID
@@ -61,17 +63,35 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         pass
 
 
-def _setup_logging() -> None:
-    logger = logging.getLogger("keystead.rotation")
-    if any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        return
-    handler = _StderrHandler()
+log_format_option = click.option(
+    "--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
+    help="Log lines as text (key=value) or JSON (one object a line: time, level, logger, message, key, "
+         "outcome...). Never secret values.")
+
+
+def _setup_logging(log_format: str = "text", *, debug: bool = False) -> None:
+    """Rotation log lines on stderr in ``log_format``: keystead.rotation at INFO (DEBUG with --debug;
+    WARNING on a terminal), APScheduler's warnings in the same format; other libraries stay quiet.
+
+    A JSON format is also put in the environment, so rewrap lanes (child processes) log alike."""
+    if log_format == "json":
+        os.environ[FORMAT_ENV] = log_format
+    else:
+        os.environ.pop(FORMAT_ENV, None)
     from keystead.rotation import LOG_DATE_FORMAT, LOG_FORMAT
 
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if _interactive() else logging.INFO)
-    logger.propagate = False
+    quiet = _interactive() and log_format == "text"
+    levels = {"keystead.rotation": logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
+              "apscheduler": logging.WARNING}
+    for name, level in levels.items():
+        logger = logging.getLogger(name)
+        handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+        if handler is None:
+            handler = _StderrHandler()
+            logger.addHandler(handler)
+        handler.setFormatter(formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        logger.setLevel(level)
+        logger.propagate = False
 
 
 class BarProgress:
@@ -107,7 +127,8 @@ class LogProgress:
     def start(self, key: str, total: int) -> None:
         self.key, self.total, self.done = key, total, 0
         self.t0 = self.last = time.monotonic()
-        self.log.info("rewrap.start key=%s behind=%d", key, total)
+        self.log.info("rewrap.start key=%s behind=%d", key, total,
+                      extra={"keystead": {"event": "rewrap.start", "key": key, "behind": total}})
 
     def advance(self, n: int) -> None:
         self.done += n
@@ -115,15 +136,19 @@ class LogProgress:
         if now - self.last >= self.every:
             self.last = now
             rate = self.done / max(now - self.t0, 1e-9)
-            self.log.info("rewrap.progress key=%s done=%d total=%d rate=%.0f/s", self.key, self.done, self.total, rate)
+            self.log.info("rewrap.progress key=%s done=%d total=%d rate=%.0f/s", self.key, self.done, self.total, rate,
+                          extra={"keystead": {"event": "rewrap.progress", "key": self.key, "done": self.done,
+                                              "total": self.total, "rate": round(rate, 1)}})
 
     def finish(self) -> None:
         elapsed = time.monotonic() - self.t0
-        self.log.info("rewrap.end key=%s done=%d seconds=%.2f", self.key, self.done, elapsed)
+        self.log.info("rewrap.end key=%s done=%d seconds=%.2f", self.key, self.done, elapsed,
+                      extra={"keystead": {"event": "rewrap.end", "key": self.key, "done": self.done,
+                                          "seconds": round(elapsed, 3)}})
 
 
-def _progress() -> BarProgress | LogProgress:
-    return BarProgress() if _interactive() else LogProgress()
+def _progress(log_format: str = "text") -> BarProgress | LogProgress:
+    return BarProgress() if _interactive() and log_format == "text" else LogProgress()
 
 
 def _check_key(app: App, key: str | None) -> None:
@@ -152,9 +177,15 @@ def _fmt_seconds(s: float) -> str:
     return str(timedelta(seconds=round(s)))
 
 
-def _report(result: SweepResult, as_json: bool) -> None:
+def _report(result: SweepResult, as_json: bool, log_format: str = "text") -> None:
     if as_json:
         print_json({"failed": result.failed, "keys": [r.as_dict() for r in result.keys]})
+    elif log_format == "json":  # stderr stays one JSON object a line (but for a final error line)
+        logger = logging.getLogger("keystead.rotation")
+        for r in result.keys:
+            logger.log(logging.WARNING if r.failed else logging.INFO, "%s %s", r.outcome, r.message,
+                       extra={"keystead": {"key": r.key, "outcome": str(r.outcome), "state": r.state,
+                                           "rewrapped": r.rewrapped}})
     else:
         out = err_console()
         for r in result.keys:  # failures are said once, in the error line below
@@ -182,10 +213,11 @@ def _report(result: SweepResult, as_json: bool) -> None:
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False),
               help="With --preflight: the IAM spec whose generated statements to name for a missing permission.")
 @as_of_option
+@log_format_option
 @json_option
 @pass_app
 def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool, preflight: bool,
-           spec_path: str | None, as_of: str | None, as_json: bool) -> None:
+           spec_path: str | None, as_of: str | None, log_format: str, as_json: bool) -> None:
     """Rotate keys that are due (or KEY), rewrap every envelope, verify, retire old versions."""
     if preflight:  # keystead/cli/preflight.py: exit 0 allowed, 10 a permission missing, 6 KMS failed
         if dry_run or force or abandon:
@@ -229,11 +261,11 @@ def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool,
         return
     from keystead.rotation import run_once, stop_on_signals
 
-    _setup_logging()
+    _setup_logging(log_format, debug=app.debug)
     stop = threading.Event()
     with stop_on_signals(stop):
-        result = run_once(app.config, as_of=when, only=key, force=force, progress=_progress(), stop=stop)
-    _report(result, as_json)
+        result = run_once(app.config, as_of=when, only=key, force=force, progress=_progress(log_format), stop=stop)
+    _report(result, as_json, log_format)
 
 
 @click.command()
@@ -241,22 +273,31 @@ def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool,
 @as_of_option
 @click.option("--interval", type=click.IntRange(1, 10080), metavar="MINUTES",
               help="Minutes between sweeps (default: [rotation].interval_minutes, 60).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve Prometheus /metrics and /healthz on PORT (0: any free port, logged) while the worker runs.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="Address for --metrics-port (0.0.0.0 in a pod, so the kubelet and the scraper reach it).")
+@log_format_option
 @json_option
 @pass_app
-def worker(app: App, once: bool, as_of: str | None, interval: int | None, as_json: bool) -> None:
+def worker(app: App, once: bool, as_of: str | None, interval: int | None, metrics_port: int | None,
+           metrics_host: str, log_format: str, as_json: bool) -> None:
     """Run the rotation worker: a sweep every interval (APScheduler), or --once."""
     when = parse_as_of(as_of)
+    if once and metrics_port is not None:
+        raise InputError("--metrics-port serves while the scheduler runs: leave out --once")
     config = app.config
-    _setup_logging()
+    _setup_logging(log_format, debug=app.debug)
     from keystead.rotation import run_once, run_scheduler, stop_on_signals
 
     if not once:
-        run_scheduler(config, interval_minutes=interval, as_of=when)
+        run_scheduler(config, interval_minutes=interval, as_of=when, metrics_host=metrics_host,
+                      metrics_port=metrics_port)
         return
     stop = threading.Event()
     with stop_on_signals(stop):
-        result = run_once(config, as_of=when, progress=_progress(), stop=stop)
-    _report(result, as_json)
+        result = run_once(config, as_of=when, progress=_progress(log_format), stop=stop)
+    _report(result, as_json, log_format)
 
 
 @click.command()
