@@ -42,6 +42,11 @@ class KeyConfig:
 
         return provider_of(self.ref)
 
+    @property
+    def signs(self) -> bool:
+        """A signing key (``purpose = "sign"``): it holds no envelope slots (``keystead sign``/``verify``)."""
+        return self.options.get("purpose") == "sign"
+
 
 @dataclass(frozen=True, slots=True)
 class RotationConfig:
@@ -201,6 +206,10 @@ def _profile(r: _Reader, name: str, entry: object, keys: Mapping[str, KeyConfig]
     missing = [n for n in names if n not in keys]
     if missing:
         raise r.fail(f"{where}.keys", f"unknown key(s) {', '.join(missing)} (declared: {', '.join(keys) or 'none'})")
+    signing = [n for n in names if keys[n].signs and "keys" in entry]
+    if signing:
+        raise r.fail(f"{where}.keys", f"{', '.join(signing)}: a signing key (purpose = \"sign\") holds no slots; "
+                                      "list only encryption keys here")
     store = _from_env(r, r.get(entry, "store", str, where), f"{where}.store")
     if store is not None:
         _check_store(r, store, f"{where}.store")
@@ -276,14 +285,14 @@ def parse_config(path: Path, text: str, *, profile: str | None = None) -> Config
     profiles_doc = r.table(doc, "profiles", "")
     profiles = {name: _profile(r, name, entry, keys) for name, entry in profiles_doc.items()}
     chosen = profile or os.environ.get("KEYSTEAD_PROFILE") or r.get(vault, "default_profile", str, "[vault]")
-    slot_keys = tuple(keys.values())
+    slot_keys = tuple(k for k in keys.values() if not k.signs)  # signing keys hold no slots
     base_store = store
     if chosen is not None:
         if chosen not in profiles:
             known = ", ".join(sorted(profiles)) or "none defined"
             raise ConfigError(f"{path}: unknown profile {chosen!r} (profiles: {known})")
         names, own_store = profiles[chosen]
-        slot_keys = tuple(keys[n] for n in names)
+        slot_keys = tuple(keys[n] for n in names if not keys[n].signs)
         store = own_store or store
     stores: list[str] = []
     for url in [base_store, *(s for _n, (_k, s) in sorted(profiles.items()) if s)]:

@@ -109,4 +109,8 @@ def open_any(envelope: Envelope, keys: Sequence[KeyOps], *,
     if others:
         raise ProviderError(f"cannot open secret {envelope.name!r}: "
                             + "; ".join(f"{ref}: {exc}" for ref, exc in others))
-    raise DecryptError(f"cannot decrypt secret {envelope.name!r} with any configured key")
+    tried = [k.ref for k in keys if envelope.slot(k.ref) is not None]
+    raise DecryptError(f"cannot decrypt secret {envelope.name!r} with any configured key"
+                       + (f" (tried {', '.join(tried)})" if tried else " (no slot for any of them)")
+                       + ": an envelope copied from another name or vault, or a slot another key wrapped, does "
+                       "not open; restore it from a backup or set it again")

@@ -5,6 +5,7 @@ The command line maps each family to a one-line message and an exit code
 (``exit_code``), listed in docs/cli.md::
 
     KeysteadError                    1  anything else that went wrong
+    ├── BadSignature                 1  `keystead verify`: the signature does not match (aws_sign.py)
     ├── InputError                   2  a bad argument: secret name, date, flag value
     ├── ConfigError                  3  keystead.toml missing, unreadable or invalid
     │   └── StackConfigError         3  a keystead: setting of Pulumi.<stack>.yaml; names it (stacks/)

@@ -55,6 +55,8 @@ _COMMANDS = {
     "status": "keystead.cli.rotation:status",
     "policy": "keystead.cli.policy:policy",
     "dr": "keystead.cli.dr:dr",
+    "sign": "keystead.cli.sign:sign",
+    "verify": "keystead.cli.sign:verify",
     "plan": "keystead.cli.plan:plan",
     "db": "keystead.cli.db:db",
 }

@@ -55,6 +55,26 @@ def _describe_all(app: App) -> list[dict[str, Any]]:
     return rows
 
 
+def _public_keys(app: App, kc: KeyConfig, versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A signing key's public keys, one per key id of its versions (the cache, else GetPublicKey)."""
+    from keystead.cli.sign import public_key_cache, signing_key
+    from keystead.providers.aws_sign import fingerprint
+
+    _kc, key = signing_key(app.config, kc.name)
+    cache = public_key_cache(app.config)
+    out: list[dict[str, Any]] = []
+    for v in versions:
+        kid = v["id"].split(":", 1)[0]
+        entry: dict[str, Any] = {"key_id": kid, "state": v["state"], "file": str(cache.path(kid))}
+        try:
+            pem = cache.get(key, kid)
+            entry.update(sha256=fingerprint(pem), public_key=pem.decode("ascii"))
+        except KeysteadError as exc:  # e.g. a disabled key never cached: GetPublicKey refuses it
+            entry["error"] = str(exc)
+        out.append(entry)
+    return out
+
+
 def _never(rotation: str) -> str:
     return {"none": "never (does not rotate)", "scheduled": "by the provider"}.get(rotation, "never")
 
@@ -91,6 +111,9 @@ def show(app: App, ref: str, as_json: bool) -> None:
     if not rows:
         raise NotFoundError(f"no key {ref!r} in {app.config.path} (see `keystead keys list`)")
     row = rows[0]
+    kc = app.config.keys[row["name"]]
+    if kc.signs and kc.provider == "aws" and "error" not in row:
+        row["public_keys"] = _public_keys(app, kc, row["versions"])
     if as_json:
         print_json(row)
         return
@@ -103,6 +126,11 @@ def show(app: App, ref: str, as_json: bool) -> None:
     for v in row["versions"]:
         table.add_row(v["id"] + (" (primary)" if v["id"] == row["primary"] else ""), v["state"], v["created_at"])
     table.print()
+    if "public_keys" in row:
+        keys = Table("key id", "state", "public key (SHA-256 of its DER)", "file")
+        for p in row["public_keys"]:
+            keys.add_row(p["key_id"], p["state"], p.get("sha256") or f"[red]{p.get('error')}[/]", p["file"])
+        keys.print()
 
 
 @keys.command("create")

@@ -208,13 +208,27 @@ def _report(result: SweepResult, as_json: bool, log_format: str = "text") -> Non
               help="Rotate KEY now even if it is not due (also while its last rotation waits out its grace period).")
 @click.option("--abandon", is_flag=True,
               help="End KEY's unfinished rotation safely: restore from backup any rewrapped slot that does not open.")
+@click.option("--preflight", is_flag=True,
+              help="Check that the credentials may do what rotating KEY (or every key) needs; change nothing.")
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False),
+              help="With --preflight: the IAM spec whose generated statements to name for a missing permission.")
 @as_of_option
 @log_format_option
 @json_option
 @pass_app
-def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool, as_of: str | None,
-           log_format: str, as_json: bool) -> None:
+def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool, preflight: bool,
+           spec_path: str | None, as_of: str | None, log_format: str, as_json: bool) -> None:
     """Rotate keys that are due (or KEY), rewrap every envelope, verify, retire old versions."""
+    if preflight:  # keystead/cli/preflight.py: exit 0 allowed, 10 a permission missing, 6 KMS failed
+        if dry_run or force or abandon:
+            raise InputError("--preflight changes nothing: it goes with KEY and --spec only")
+        _check_key(app, key)
+        from keystead.cli.preflight import run as run_preflight
+
+        run_preflight(app, key, spec_path, as_json)
+        return
+    if spec_path is not None:
+        raise InputError("--spec goes with --preflight")
     when = parse_as_of(as_of)
     if (force or abandon) and key is None:
         flag = "force" if force else "abandon"

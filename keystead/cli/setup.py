@@ -22,8 +22,7 @@ store = "{store}"
 # key_file = ".keystead/keys.json"         # local key material, mode 0600
 
 [keys.{key}]
-ref = "local:{key}"
-rotation_period_days = 90
+{key_lines}
 {age}
 [rotation]
 interval_minutes = 60
@@ -50,12 +49,30 @@ ref = "{recipient}"     # developers open secrets offline with their age identit
               help="Vault store URL: sqlite:///PATH, dir:PATH or postgresql://USER@HOST/DATABASE.")
 @click.option("--vault", "vault_name", default="default", show_default=True,
               help="Vault name (bound into every envelope).")
-@click.option("--key", "key_name", default="main", show_default=True, help="Name of the local key to create.")
+@click.option("--key", "key_name", help="Name of the vault's key (default: main; with --kms-key: from REF).")
 @click.option("--age-recipient", help="Also give every secret an age slot for this recipient (age1...).")
+@click.option("--kms-key", "kms_key", metavar="REF",
+              help="The vault's key is this AWS KMS key (ARN, alias/NAME, mrk-...) instead of a local one.")
+@click.option("--region", help="With --kms-key: the key's region.")
+@click.option("--replica-region", "replica_regions", multiple=True,
+              help="With --kms-key: a replica region (repeatable).")
+@click.option("--role-arn", help="With --kms-key: a role to assume for the key's calls.")
 @pass_app
-def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_recipient: str | None) -> None:
-    """Create keystead.toml, a local key (0600 key file) and an empty vault."""
+def init(app: App, folder: str, store: str, vault_name: str, key_name: str | None, age_recipient: str | None,
+         kms_key: str | None, region: str | None, replica_regions: tuple[str, ...], role_arn: str | None) -> None:
+    """Create keystead.toml, a local key (0600 key file) and an empty vault.
+
+    With --kms-key REF the vault's key is that AWS KMS key (named --key, default
+    from REF) and no local key is made; nothing calls AWS until the key is used.
+    """
     check_name(vault_name, "vault name")
+    if kms_key is None and (region or replica_regions or role_arn):
+        raise InputError("--region, --replica-region and --role-arn go with --kms-key")
+    if kms_key is not None:
+        key_name, key_lines = _kms_key(kms_key, key_name, region, list(replica_regions), role_arn)
+    else:
+        key_name = key_name or "main"
+        key_lines = f'ref = "local:{key_name}"\nrotation_period_days = 90'
     check_name(key_name, "key name")
     path = Path(app.config_path) if app.config_path else Path(folder) / CONFIG_NAME
     if path.exists():
@@ -66,7 +83,7 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_
         if provider_of(age_recipient) != "age":
             raise InputError(f"--age-recipient {age_recipient!r} is not an age recipient (age1...)")
     text = TEMPLATE.format(
-        vault=vault_name, store=store, key=key_name,
+        vault=vault_name, store=store, key=key_name, key_lines=key_lines,
         age=AGE_KEY.format(recipient=age_recipient) if age_recipient else "",
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,26 +101,60 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_
         from keystead.providers.local import LocalKeyFile
         from keystead.vault import Vault
 
-        keyfile = LocalKeyFile(config.key_file)
-        if not keyfile.exists() or key_name not in keyfile.load():
-            keyfile.create(key_name)
+        if kms_key is None:
+            keyfile = LocalKeyFile(config.key_file)
+            if not keyfile.exists() or key_name not in keyfile.load():
+                keyfile.create(key_name)
         with Vault.open(config) as vault:
             held = vault.store.count()
-            vault.audit.append("keys.create", key=f"local:{key_name}")
+            if kms_key is None:
+                vault.audit.append("keys.create", key=f"local:{key_name}")
+            else:
+                vault.audit.append("keys.add", key=config.keys[key_name].ref, name=key_name)
             vault.audit.append("vault.init", store=config.store_url.split(":", 1)[0])
     except Exception:
         path.unlink(missing_ok=True)  # leave nothing half-initialised
         raise
     if tightened is not None:
         say(f"[yellow]warning:[/] {private} was mode {tightened:04o}: tightened to 0700 (it holds the key file)")
-    say(f"initialised vault {vault_name!r}: {path} (key local:{key_name}, store {shown})")
+    what = f"key {key_name}: AWS KMS {kms_key}" if kms_key is not None else f"key local:{key_name}"
+    say(f"initialised vault {vault_name!r}: {path} ({what}, store {shown})")
     if held:
         say(f"[yellow]warning:[/] store {shown} already holds {held} secret(s) of another keystead config: "
             f"this config opens them only with the same vault name and keys (copy that config's key file, "
             f"or give this vault a database or schema of its own)")
     if shown != store:
         say(f"{path} holds the database password: it is mode 0600 (PGPASSWORD or ~/.pgpass keep it out of the file)")
+    if kms_key is not None:
+        say(f"`keystead rotate --preflight {key_name}` checks the credentials; docs/aws.md walks the rest")
+        return
     say(f"{private}/ holds the key that opens every secret: {private / '.gitignore'} keeps all of it out of git")
+
+
+def _kms_key(ref: str, name: str | None, region: str | None, replicas: list[str],
+             role_arn: str | None) -> tuple[str, str]:
+    """The key's name (the last part of REF unless --key was given) and its keystead.toml lines."""
+    import json
+
+    from keystead.cli.slots import default_name
+    from keystead.providers import provider_of
+
+    ref = ref.strip()
+    if provider_of(ref) != "aws":
+        raise InputError(f"--kms-key {ref!r} is not an AWS KMS key reference "
+                         "(arn:aws:kms:..., alias/NAME or mrk-...)")
+    from keystead.providers.aws import AwsRef  # (no SDK import) a malformed ARN is refused now, not at first use
+
+    AwsRef(ref, region)
+    name = name or default_name(ref, "aws")  # as `keys add` names it
+    lines = [f"ref = {json.dumps(ref)}", "rotation_period_days = 90"]
+    if region:
+        lines.append(f"region = {json.dumps(region)}")
+    if replicas:
+        lines.append(f"replica_regions = {json.dumps(replicas)}")
+    if role_arn:
+        lines.append(f"role_arn = {json.dumps(role_arn)}")
+    return name, "\n".join(lines)
 
 
 def _private_folder(folder: Path) -> int | None:

@@ -93,7 +93,11 @@ def add(app: App, ref: str, name: str | None, exclusive: bool | None, period_day
         accepted = ", ".join(_OPTION_FLAGS[k] for k in allowed) or "none"
         raise InputError(f"{', '.join(refused)}: not an option of {provider} keys (accepted: {accepted})")
     canonical = lambda r: canonical_ref(r, options, config.providers.get(provider))
-    profile = config.profile
+    signing = purpose == "sign"
+    if signing and reseal:
+        raise InputError("--reseal: a signing key (--purpose sign) holds no envelope slots; "
+                         "it signs files (`keystead sign KEY FILE`)")
+    profile = None if signing else config.profile  # profiles list the keys that hold slots
     check = add_key(config.path, name, ref, period=period_days, exclusive=exclusive, options=options,
                     profile=profile, canonical=canonical, write=False)  # a bad edit stops here, before any change
     if provider == "local":
@@ -110,6 +114,10 @@ def add(app: App, ref: str, name: str | None, exclusive: bool | None, period_day
             say(f"declared key {name} ({kc.ref}) in {config.path.name}{where}")
         else:
             say(f"key {name} ({kc.ref}) is already declared in {config.path.name}")
+        if signing:
+            say(f"a signing key holds no slots: `keystead sign {name} FILE` signs, `keystead verify {name} FILE SIG` "
+                "verifies")
+            return
         if not reseal:
             if vault.names():
                 say(f"existing secrets have no slot for it yet: `keystead keys add {ref} --reseal` adds it")

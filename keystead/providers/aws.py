@@ -307,6 +307,9 @@ class AwsKey(Key):
         return {target: self.current_label(target, fresh=fresh)}
 
     def _wrap(self, dek: bytes, context: Context) -> Wrapped:
+        if self.options.get("purpose") == "sign":
+            raise ProviderError(f"wrap with AWS KMS key {self.ref}: a signing key (purpose = \"sign\") holds no "
+                                "envelope slots; declare an encryption key", op="wrap", key=self.ref)
         known = self._known_labels()  # before the call: a race mislabels a fresh slot as old, never the reverse
         out = self.client().encrypt(KeyId=self.ref, Plaintext=dek, EncryptionContext=context.kms_context)
         return Wrapped(self._labelled(out["KeyId"], None, known), out["CiphertextBlob"])
@@ -475,7 +478,8 @@ _FIX = {
 }
 _API = {"wrap": "kms:Encrypt", "unwrap": "kms:Decrypt", "rewrap": "kms:ReEncrypt*", "describe": "kms:DescribeKey",
         "rotate": "the rotation calls", "disable": "kms:DisableKey", "retire": "kms:ScheduleKeyDeletion",
-        "restore": "kms:CancelKeyDeletion/EnableKey", "promote": "kms:UpdatePrimaryRegion"}
+        "restore": "kms:CancelKeyDeletion/EnableKey", "promote": "kms:UpdatePrimaryRegion", "sign": "kms:Sign",
+        "public-key": "kms:GetPublicKey"}
 
 
 def map_error(ref: str, region: str | None, op: str, exc: Exception) -> KeysteadError | None:
@@ -485,6 +489,10 @@ def map_error(ref: str, region: str | None, op: str, exc: Exception) -> Keystead
     where = f"{op} with AWS KMS key {ref}"
     if isinstance(exc, be.ClientError):
         code = str(exc.response.get("Error", {}).get("Code") or "Unknown")
+        if code == "CustomKeyStoreInvalidStateException":
+            return ProviderUnavailable(f"{where}: {code}: its custom key store is disconnected or unavailable: "
+                                       "connect it (aws kms connect-custom-key-store); the next sweep retries",
+                                       op=op, key=ref, code=code)
         if code in _TRANSIENT:
             return ProviderUnavailable(f"{where}: KMS is unavailable or throttling ({code}) after retries; "
                                        "the next sweep retries", op=op, key=ref, code=code)

@@ -33,3 +33,14 @@ def aws_env(aws: Clients, monkeypatch: pytest.MonkeyPatch) -> Clients:
                        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}.items():
         monkeypatch.setenv(var, value)
     return aws
+
+
+@pytest.fixture
+def iam_enforced(moto_server: MotoServer) -> Iterator[MotoServer]:
+    """moto's IAM enforcement on for one test (off again whatever happens): request it after the
+    test's setup calls, which use the dummy credentials (see MotoServer.enforce_iam)."""
+    moto_server.enforce_iam(True)
+    try:
+        yield moto_server
+    finally:
+        moto_server.enforce_iam(False)

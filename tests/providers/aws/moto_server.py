@@ -58,11 +58,51 @@ def patch_moto_mrk_key_ids() -> None:
     _patched = True
 
 
+_digest_patched = False
+
+
+def patch_moto_digest_signing() -> None:
+    """moto 5.2.5 reads Sign's MessageType and ignores it, so a DIGEST is hashed once more and the
+    signature verifies only as ECDSA over SHA-256(digest), not over the file (AWS signs the digest
+    as given). Patched here, in the server's process and in tests only: a Sign with MessageType
+    DIGEST signs the message as a prehashed digest (cryptography's Prehashed), as AWS does. RAW is
+    untouched. Idempotent."""
+    global _digest_patched
+    if _digest_patched:
+        return
+    import moto.kms.responses as responses
+    import moto.kms.utils as u
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    local = threading.local()
+    response_sign = responses.KmsResponse.sign
+    key_sign = u.ECDSAPrivateKey.sign
+
+    def sign(self):  # one request per server thread: the flag is this request's
+        local.digest = self._get_param("MessageType") == "DIGEST"
+        try:
+            return response_sign(self)
+        finally:
+            local.digest = False
+
+    def ecdsa_sign(self, message: bytes, signing_algorithm: str) -> bytes:
+        if not getattr(local, "digest", False):
+            return key_sign(self, message, signing_algorithm)
+        algorithm = self._ECDSAPrivateKey__hash_algorithm(signing_algorithm)
+        return self.private_key.sign(message, ec.ECDSA(Prehashed(algorithm)))
+
+    responses.KmsResponse.sign = sign
+    u.ECDSAPrivateKey.sign = ecdsa_sign
+    _digest_patched = True
+
+
 class MotoServer:
     def __init__(self) -> None:
         from moto.server import ThreadedMotoServer
 
         patch_moto_mrk_key_ids()
+        patch_moto_digest_signing()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # verbose=False still logs every request
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -74,6 +114,22 @@ class MotoServer:
     def reset(self) -> None:
         """Forget every key and alias (between tests)."""
         urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=10)
+
+    def enforce_iam(self, on: bool) -> None:
+        """moto's IAM enforcement (its ``INITIAL_NO_AUTH_ACTION_COUNT``, set through /moto-api/reset-auth):
+        on, every request must be signed by an access key of a moto IAM user or an assumed role, and its
+        action allowed by that identity's policies (moto checks Resource "*" statements only, no conditions,
+        no key policies; a refusal is an HTTP 403 with an XML body, even for JSON APIs such as KMS)."""
+        body = b"0" if on else b"inf"
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=body, method="POST",
+                                                      headers={"Content-Type": "text/plain"}), timeout=10)
+
+    def data(self) -> dict[str, Any]:
+        """moto's model instances (/moto-api/data.json): e.g. the sessions STS handed out."""
+        import json
+
+        with urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=10) as r:
+            return dict(json.loads(r.read()))
 
     def stop(self) -> None:
         self._server.stop()

@@ -62,3 +62,40 @@ def test_hybrid_envelope_opens_through_either_slot(aws_env: Clients, tmp_path: P
     (tmp_path / "dev" / ".keystead" / "keys.json").write_bytes((tmp_path / ".keystead" / "keys.json").read_bytes())
     with Vault.open(load_config(w2.config)) as dev:
         assert open_envelope(env, dev.keys["main"]) == b"t0ken"
+
+
+def test_init_with_a_kms_key_makes_it_the_vaults_key(aws_env: Clients, tmp_path: Path) -> None:
+    from tests.conftest import Workspace
+
+    meta = make_key(aws_env.kms(), alias="app")
+    w = Workspace(tmp_path, "sqlite:///.keystead/vault.db")
+    w.cli("init", "--dir", str(tmp_path), "--kms-key", "alias/app", "--region", REGION,
+          "--replica-region", "eu-west-1", "--role-arn", f"arn:aws:iam::{ACCOUNT}:role/keystead")
+    config = load_config(w.config)
+    (kc,) = config.slot_keys
+    assert (kc.name, kc.ref, kc.provider) == ("app", "alias/app", "aws")
+    assert kc.options == {"region": REGION, "replica_regions": ["eu-west-1"],
+                          "role_arn": f"arn:aws:iam::{ACCOUNT}:role/keystead"}
+    assert not config.key_file.exists()  # no local key: the vault's key is the KMS key
+
+    plain = tmp_path / "plain"
+    w2 = Workspace(plain, "sqlite:///.keystead/vault.db")
+    w2.cli("init", "--dir", str(plain), "--kms-key", meta["Arn"], "--key", "vault")
+    w2.cli("secrets", "set", "DB_URL", "postgres://db")
+    assert w2.cli("secrets", "get", "DB_URL").stdout == "postgres://db"
+    (slot,) = _envelope(w2, "DB_URL").slots
+    assert (slot.key, slot.provider) == (meta["Arn"], "aws") and slot.version.startswith(meta["KeyId"])
+
+
+def test_init_refuses_a_malformed_kms_key_and_writes_nothing(tmp_path: Path) -> None:
+    from tests.conftest import Workspace
+
+    w = Workspace(tmp_path, "sqlite:///.keystead/vault.db")
+    bad = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/not-a-key-id"
+    out = w.cli("init", "--dir", str(tmp_path), "--kms-key", bad, ok=False)
+    assert out.exit_code == 6 and bad in out.stderr and out.stderr.count("\n") == 1
+    out = w.cli("init", "--dir", str(tmp_path), "--kms-key", "local:main", ok=False)
+    assert out.exit_code == 2 and "not an AWS KMS key reference" in out.stderr
+    out = w.cli("init", "--dir", str(tmp_path), "--region", REGION, ok=False)
+    assert out.exit_code == 2
+    assert not w.config.exists() and not (tmp_path / ".keystead").exists()
