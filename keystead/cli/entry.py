@@ -54,6 +54,8 @@ _COMMANDS = {
     "worker": "keystead.cli.rotation:worker",
     "status": "keystead.cli.rotation:status",
     "policy": "keystead.cli.policy:policy",
+    "stack": "keystead.cli.stack:stack",
+    "hsm": "keystead.cli.hsm:hsm",
 }
 
 

@@ -256,7 +256,8 @@ def run_resource(pack, r: Resource, config: dict | None = None) -> dict[str, lis
     for name, policy in pack.items():
         if isinstance(policy, pp.ResourceValidationPolicy):
             found: list[str] = []
-            policy.validate(_resource_args(r, (config or {}).get(name)), lambda m, urn=None: found.append(m))
+            args = _resource_args(r, (config or {}).get(name))
+            policy.validate(args, lambda m, urn=None, found=found: found.append(m))
             if found:
                 out[name] = found
     return out
@@ -299,8 +300,8 @@ def test_crossguard_stack_validation_names_the_urn(pack) -> None:
 def test_crossguard_unknown_values_reach_only_the_rule_that_reads_them(pack) -> None:
     """In a preview, CrossGuard's props proxy raises UnknownValueError when an unknown value is read;
     the engine then skips that policy for that resource. Only kms-key-policy reads ``policy``."""
-    from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
     from pulumi.runtime.rpc import UNKNOWN
+    from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
     r = key()
     props = unknown_checking_proxy({**r.props, "policy": UNKNOWN, "enableKeyRotation": False})
