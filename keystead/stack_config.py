@@ -46,7 +46,7 @@ _KEY_ARN = re.compile(r"arn:(aws[a-z\-]*):kms:([a-z0-9\-]+):(\d{12}):key/([A-Za-
 _ALIAS = re.compile(r"alias/[A-Za-z0-9:/_\-]{1,250}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 _GCP_ID = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+")
-AWS_ROTATIONS = ("scheduled", "successor")
+ROTATIONS = ("scheduled", "successor")
 OPTIONS_SET = ("region", "replica_regions", "purpose", "manage_rotation")
 """The key options this command owns; any other field of a ``[keys.X]`` table is the user's."""
 
@@ -113,7 +113,7 @@ def _aws(f: _Fields) -> StackKey:
     replicas = f.regions("replica_regions")
     if region in replicas:
         raise f.fail("replica_regions", f"holds the key's own region {region}")
-    rotation = f.choice("rotation", AWS_ROTATIONS)
+    rotation = f.choice("rotation", ROTATIONS)
     purpose = f.choice("purpose", PURPOSES, "encrypt")
     options: dict[str, object] = {"region": region}
     if replicas:
@@ -127,7 +127,7 @@ def _aws(f: _Fields) -> StackKey:
 
 def _gcp(f: _Fields) -> StackKey:
     key_id = f.string("id", _GCP_ID, example="a CryptoKey id (projects/P/locations/L/keyRings/R/cryptoKeys/K)")
-    f.choice("rotation", ("scheduled",), "scheduled")
+    f.choice("rotation", ROTATIONS, "scheduled")  # successor: an asymmetric key, which GCP cannot rotate
     purpose = f.choice("purpose", PURPOSES, "encrypt")
     return StackKey(f.name, "gcp", canonical_ref(key_id), f.period(), {"purpose": purpose})
 

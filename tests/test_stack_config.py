@@ -58,9 +58,12 @@ def test_adds_keys_with_refs_options_and_rotation_kind(sqlite_ws: Workspace, wri
     signing = aws_key("signing", rotation="successor", purpose="sign", replica_regions=[], multi_region=False)
     gcp = {"provider": "gcp", "id": GCP_ID, "rotation": "scheduled", "rotation_period_days": 90.0,
            "purpose": "encrypt", "protection_level": "HSM"}
-    path = write_outputs(outputs(vault=aws_key("vault", rotation_period_days=180), signing=signing, gkey=gcp))
+    gsign = {"provider": "gcp", "id": GCP_ID.replace("gkey", "gsign"), "rotation": "successor",
+             "rotation_period_days": 365, "purpose": "sign", "protection_level": "SOFTWARE"}
+    path = write_outputs(outputs(vault=aws_key("vault", rotation_period_days=180), signing=signing, gkey=gcp,
+                                 gsign=gsign))
     out = sqlite_ws.cli("stack", "config", "--from-outputs", path)
-    assert "added vault, signing, gkey" in out.stderr
+    assert "added vault, signing, gkey, gsign" in out.stderr
     text = sqlite_ws.config.read_text()
     assert text.startswith(before.split("[rotation]")[0])  # comments and everything before kept as they were
     keys = keys_of(sqlite_ws)
@@ -70,6 +73,7 @@ def test_adds_keys_with_refs_options_and_rotation_kind(sqlite_ws: Workspace, wri
     assert keys["signing"] == {"ref": f"arn:aws:kms:us-east-1:{ACCOUNT}:alias/signing", "rotation_period_days": 90,
                                "region": "us-east-1", "purpose": "sign"}
     assert keys["gkey"] == {"ref": GCP_ID, "rotation_period_days": 90, "purpose": "encrypt"}
+    assert keys["gsign"]["purpose"] == "sign"
     config = load_config(sqlite_ws.config)
     assert config.keys["vault"].ref == VAULT_ARN and config.keys["vault"].exclusive is False
     assert config.keys["vault"].options["manage_rotation"] is False  # the stack owns the schedule
