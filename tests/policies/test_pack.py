@@ -335,3 +335,30 @@ def test_main_builds_the_pack_from_the_same_policies() -> None:
     assert {k.arg for k in call.keywords} == {"name", "enforcement_level", "policies"}
     assert (ROOT / "policies" / "pack" / "PulumiPolicy.yaml").read_text().count("name: python") == 1
 
+
+
+def test_through_pulumi_policys_own_analyzer(key_policy: str) -> None:
+    """The pack's policies behind pulumi-policy's analyzer servicer, as the Pulumi engine calls it (its private
+    ``_PolicyAnalyzerServicer``; it may change): props go through protobuf (numbers become floats) and the
+    real unknown-checking proxy, the enforcement level comes from the pack. No server is started."""
+    from google.protobuf import struct_pb2
+    from pulumi.runtime.proto import analyzer_pb2
+    from pulumi_policy.policy import _PolicyAnalyzerServicer
+
+    from keystead.policies.pack import crossguard
+
+    servicer = _PolicyAnalyzerServicer(crossguard.PACK_NAME, "0.1.0", crossguard.policies(), crossguard.ENFORCEMENT)
+
+    def analyze(r: Resource) -> list[tuple[str, str]]:
+        props = struct_pb2.Struct()
+        props.update(dict(r.props))
+        request = analyzer_pb2.AnalyzeRequest(type=r.type, properties=props, urn=_urn(r), name=r.name,
+                                              options=analyzer_pb2.AnalyzerResourceOptions(protect=r.protect))
+        response = servicer.Analyze(request, None)
+        return [(d.policyName, d.enforcementLevel) for d in response.diagnostics]
+
+    assert analyze(key(policy=key_policy)) == []
+    mandatory = analyzer_pb2.EnforcementLevel.Value("MANDATORY")
+    assert analyze(key(rotationPeriodInDays=120, policy=key_policy)) == [("kms-rotation", mandatory)]
+    assert analyze(crypto_key(protect=False)) == [("gcp-protect", mandatory)]
+    assert analyze(crypto_key()) == []
