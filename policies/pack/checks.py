@@ -31,6 +31,7 @@ register each rule as its own policy.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -169,18 +170,22 @@ def _kms_key_policy(r: Resource, _settings: Settings) -> Iterator[str]:
         if r.type == KEY_POLICY:
             yield "a KeyPolicy without a policy"
         return  # AWS's default key policy: the account root only
-    text = policy if isinstance(policy, str) else json.dumps(policy)
+    text = policy if isinstance(policy, str) else json.dumps(policy, sort_keys=True)
+    yield from key_policy_problems(text)
+
+
+@functools.lru_cache(maxsize=512)
+def key_policy_problems(text: str) -> tuple[str, ...]:
+    """The lint's error-level findings on one key policy document, as messages (cached by text: a primary and
+    its replicas carry the same document)."""
     try:
-        doc = parse(text, f"{r.name}.policy")
+        doc = parse(text, "policy")
     except LintInputError as exc:
-        yield f"the key policy cannot be read: {exc}"
-        return
+        return (f"the key policy cannot be read: {exc}",)
     if doc.kind != "key-policy":
-        yield f"the policy prop is not a key policy (it reads as {doc.kind})"
-        return
-    for f in lint_document(doc):
-        if f.at_least("error"):
-            yield f"key policy {f.rule} [{f.statement}] {f.message} (fix: {f.fix})"
+        return (f"the policy prop is not a key policy (it reads as {doc.kind})",)
+    return tuple(f"key policy {f.rule} [{f.statement}] {f.message} (fix: {f.fix})"
+                 for f in lint_document(doc) if f.at_least("error"))
 
 
 def _gcp_rotation(r: Resource, settings: Settings) -> Iterator[str]:
@@ -299,5 +304,6 @@ __all__ = [
     "check_rule",
     "check_stack",
     "duration_seconds",
+    "key_policy_problems",
     "rotates_in_place",
 ]
