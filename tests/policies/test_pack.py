@@ -327,6 +327,27 @@ def test_checks_stay_pure_and_only_the_pack_imports_pulumi_policy() -> None:
         assert pulumi <= allowed, f"{path.relative_to(ROOT)} imports {pulumi}"
 
 
+def test_main_starts_the_pack_server() -> None:
+    """Run as the Pulumi CLI runs it (a script, the pack's folder as the working directory), in its own
+    process: PolicyPack starts its gRPC server and prints the port for the engine; the test then stops it."""
+    import subprocess
+    import sys
+
+    pack_dir = ROOT / "policies" / "pack"
+    proc = subprocess.Popen([sys.executable, "__main__.py"], cwd=pack_dir, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.isdigit() and 0 < int(line) < 65536, (line, proc.stderr.read() if proc.poll() is not None else "")
+        assert proc.poll() is None  # serving, as the engine expects
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
 def test_main_builds_the_pack_from_the_same_policies() -> None:
     """__main__.py is read, never imported (building PolicyPack starts a server and blocks)."""
     tree = ast.parse((ROOT / "policies" / "pack" / "__main__.py").read_text())
@@ -349,16 +370,16 @@ def test_through_pulumi_policys_own_analyzer(key_policy: str) -> None:
 
     servicer = _PolicyAnalyzerServicer(crossguard.PACK_NAME, "0.1.0", crossguard.policies(), crossguard.ENFORCEMENT)
 
-    def analyze(r: Resource) -> list[tuple[str, str]]:
+    def analyze(r: Resource) -> list[tuple[str, int]]:
         props = struct_pb2.Struct()
         props.update(dict(r.props))
         request = analyzer_pb2.AnalyzeRequest(type=r.type, properties=props, urn=_urn(r), name=r.name,
                                               options=analyzer_pb2.AnalyzerResourceOptions(protect=r.protect))
         response = servicer.Analyze(request, None)
-        return [(d.policyName, d.enforcementLevel) for d in response.diagnostics]
+        return [(d.policyName, int(d.enforcementLevel)) for d in response.diagnostics]
 
     assert analyze(key(policy=key_policy)) == []
-    mandatory = analyzer_pb2.EnforcementLevel.Value("MANDATORY")
+    mandatory = int(analyzer_pb2.EnforcementLevel.Value("MANDATORY"))
     assert analyze(key(rotationPeriodInDays=120, policy=key_policy)) == [("kms-rotation", mandatory)]
     assert analyze(crypto_key(protect=False)) == [("gcp-protect", mandatory)]
     assert analyze(crypto_key()) == []
