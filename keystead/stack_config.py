@@ -1,8 +1,7 @@
 """keystead.toml's key entries from the Pulumi stack's outputs (``keystead stack config``).
 
 The stack (stacks/) exports ``keys``: one entry per key it created, named by
-the keystead key name (the shape is fixed in docs/stacks.md and
-docs/cli.md)::
+the keystead key name (the shape docs/cli.md, `stack config`, shows)::
 
     {"keys": {"vault": {"provider": "aws", "arn": "arn:aws:kms:us-east-1:1111:key/mrk-...",
                         "alias": "alias/vault", "region": "us-east-1",
@@ -143,7 +142,7 @@ def parse_outputs(text: str, path: str = "<outputs>") -> list[StackKey]:
         raise InputError(f"{path}: not JSON: nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("keys"), dict):
         raise InputError(f"{path}: no \"keys\" object: expected the `pulumi stack output --json` "
-                         "of keystead's stack (docs/stacks.md)")
+                         "of keystead's stack (docs/cli.md, `stack config`)")
     out = []
     for name, entry in data["keys"].items():
         try:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 @click.group()
 def stack() -> None:
-    """Connect keystead.toml to the Pulumi stack (stacks/, docs/stacks.md)."""
+    """Connect keystead.toml to the Pulumi stack (stacks/; docs/cli.md, `stack config`)."""
 
 
 @dataclass

@@ -73,7 +73,7 @@ _CALL_ERRORS = {
     "CustomKeyStoreNotFoundException": "no such custom key store in region {region}: check the id "
                                        "(`keystead hsm status`) and --region",
     "CloudHsmClusterNotActiveException": "the CloudHSM cluster is not ACTIVE: initialize and activate it first "
-                                         "(docs/stacks.md lists the steps)",
+                                         "(docs/aws.md, CloudHSM key stores, lists the steps)",
     "CloudHsmClusterInvalidConfigurationException": "the cluster does not meet KMS's requirements (HSMs in at "
                                                     "least two Availability Zones, its own security group "
                                                     "unchanged): fix the cluster, then connect again",
