@@ -17,6 +17,8 @@ The command line maps each family to a one-line message and an exit code
     │   ├── KeyFileError             6  local key file missing, unsafe mode, unreadable
     │   └── UnknownReference         6  a key reference of no known form
     ├── StoreError                   7  the vault store failed (I/O, locked, disk full)
+    │   └── StoreUnavailable         7  transient: the database server unreachable, gone or
+    │                                   timed out; nothing half-written, retried next sweep
     ├── RotationError                8  rotation state database or state machine
     │   ├── RotationBusy             8  another worker holds the key's rotation lock
     │   └── StateDBError             8  the state database itself failed: the whole sweep stops
@@ -107,6 +109,16 @@ class UnknownReference(ProviderError):
 
 class StoreError(KeysteadError):
     exit_code = 7
+
+
+class StoreUnavailable(StoreError):
+    """Transient: the store's database server could not be reached, went away
+    mid-operation, or cancelled a statement (timeout, shutdown, deadlock).
+
+    The transaction it interrupted was rolled back (or never began): nothing
+    is half-written. Raised for a whole call; rotation pauses the key and the
+    next sweep retries, resuming from its durable cursor.
+    """
 
 
 class RotationError(KeysteadError):

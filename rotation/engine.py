@@ -51,7 +51,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from keystead.clock import epoch, iso
 from keystead.config import KeyConfig
-from keystead.errors import KeysteadError, NotFoundError, ProviderUnavailable, RotationBusy, RotationError
+from keystead.errors import (
+    KeysteadError,
+    NotFoundError,
+    ProviderUnavailable,
+    RotationBusy,
+    RotationError,
+    StoreUnavailable,
+)
 from keystead.providers import ManagedKey, RotationKind
 from keystead.rotation import planner, retire, rewrap
 from keystead.rotation.state import (
@@ -225,6 +232,9 @@ class Engine:
         except ProviderUnavailable as exc:
             return self._paused(name, kc, exc, Outcome.PAUSED,
                                 f"key {name}: paused, the provider is unavailable ({exc}); the next sweep retries")
+        except StoreUnavailable as exc:  # the store's server: the batch was rolled back, the cursor is durable
+            return self._paused(name, kc, exc, Outcome.PAUSED,
+                                f"key {name}: paused, the vault store is unavailable ({exc}); the next sweep retries")
         except KeysteadError as exc:  # provider, store, audit, verification: this key only
             return self._paused(name, kc, exc, Outcome.FAILED, f"rotation of key {name} paused: {exc}")
         except Exception as exc:  # a bug: log its type only (its message may quote data), fail this key

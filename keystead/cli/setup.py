@@ -47,7 +47,7 @@ ref = "{recipient}"     # developers open secrets offline with their age identit
 @click.option("--dir", "folder", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Where to create keystead.toml.")
 @click.option("--store", default="sqlite:///.keystead/vault.db", show_default=True,
-              help="Vault store URL: sqlite:///PATH or dir:PATH.")
+              help="Vault store URL: sqlite:///PATH, dir:PATH or postgresql://USER@HOST/DATABASE.")
 @click.option("--vault", "vault_name", default="default", show_default=True,
               help="Vault name (bound into every envelope).")
 @click.option("--key", "key_name", default="main", show_default=True, help="Name of the local key to create.")
@@ -72,6 +72,12 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_
     path.parent.mkdir(parents=True, exist_ok=True)
     private = path.parent / PRIVATE_DIR
     tightened = _private_folder(private)
+    from keystead.stores import redact_url
+
+    shown = redact_url(store)
+    if shown != store:  # the URL carries a password: the config is as private as the key file
+        path.touch(mode=0o600)
+        path.chmod(0o600)
     path.write_text(text, encoding="utf-8")
     try:
         config = load_config(path)
@@ -82,6 +88,7 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_
         if not keyfile.exists() or key_name not in keyfile.load():
             keyfile.create(key_name)
         with Vault.open(config) as vault:
+            held = vault.store.count()
             vault.audit.append("keys.create", key=f"local:{key_name}")
             vault.audit.append("vault.init", store=config.store_url.split(":", 1)[0])
     except Exception:
@@ -89,7 +96,13 @@ def init(app: App, folder: str, store: str, vault_name: str, key_name: str, age_
         raise
     if tightened is not None:
         say(f"[yellow]warning:[/] {private} was mode {tightened:04o}: tightened to 0700 (it holds the key file)")
-    say(f"initialised vault {vault_name!r}: {path} (key local:{key_name}, store {store})")
+    say(f"initialised vault {vault_name!r}: {path} (key local:{key_name}, store {shown})")
+    if held:
+        say(f"[yellow]warning:[/] store {shown} already holds {held} secret(s) of another keystead config: "
+            f"this config opens them only with the same vault name and keys (copy that config's key file, "
+            f"or give this vault a database or schema of its own)")
+    if shown != store:
+        say(f"{path} holds the database password: it is mode 0600 (PGPASSWORD or ~/.pgpass keep it out of the file)")
     say(f"{private}/ holds the key that opens every secret: {private / '.gitignore'} keeps all of it out of git")
 
 

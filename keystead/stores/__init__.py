@@ -5,21 +5,21 @@
     dir:PATH              one envelope file per secret in a folder (git-friendly)
     sqlite:///PATH        one SQLite file, PATH relative to the config file's folder
     sqlite:////ABS/PATH   one SQLite file at an absolute path
-    postgresql://...      (arrives with the scale-out issue)
+    postgresql://USER@HOST:PORT/DATABASE   PostgreSQL (also postgresql+psycopg://), see docs/postgresql.md
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from keystead.errors import ConfigError, StoreError
+from keystead.errors import ConfigError
 from keystead.stores.base import DAMAGED, SlotRow, SlotUpdate, Store, redact_url
 from keystead.stores.dir import DirStore
 from keystead.stores.sqlite import SqliteStore
 
 __all__ = ["DAMAGED", "DirStore", "SlotRow", "SlotUpdate", "SqliteStore", "Store", "open_store", "redact_url"]
 
-_FORMS = "dir:PATH, sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH"
+_FORMS = "dir:PATH, sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH, postgresql://USER@HOST/DATABASE"
 
 
 def open_store(url: str, *, base: Path | None = None) -> Store:
@@ -33,7 +33,9 @@ def open_store(url: str, *, base: Path | None = None) -> Store:
     if url.startswith("sqlite:///"):
         return SqliteStore(_resolve(url[len("sqlite:///") :], base, url))
     if url.startswith(("postgresql:", "postgresql+", "postgres:")):
-        raise StoreError(f"vault store {redact_url(url)}: PostgreSQL vault store arrives with the scale-out issue")
+        from keystead.stores.postgres import PostgresStore  # SQLAlchemy is loaded only for a PostgreSQL vault
+
+        return PostgresStore(url)
     raise ConfigError(f"unknown vault store URL {redact_url(url)!r}; accepted forms: {_FORMS}")
 
 

@@ -148,7 +148,10 @@ def env(tmp_path: Path) -> Env:
     return make_env(tmp_path / "ws")
 
 
-@pytest.fixture(params=["sqlite", "dir"])
+@pytest.fixture(params=["sqlite", "dir", pytest.param("postgres", marks=pytest.mark.pg)])
 def any_env(request: pytest.FixtureRequest, tmp_path: Path) -> Env:
+    """The workspace on each vault store; postgres: a schema of its own on 127.0.0.1:5432 (tests/conftest.py)."""
+    if request.param == "postgres":
+        return make_env(tmp_path / "ws", store=request.getfixturevalue("pg_schema_url"))
     store = {"sqlite": "sqlite:///.keystead/vault.db", "dir": "dir:secrets"}[request.param]
     return make_env(tmp_path / "ws", store=store)

@@ -1,4 +1,4 @@
-"""The state database on PostgreSQL: a throwaway database per test, created and dropped here.
+"""The state database on PostgreSQL: a throwaway database per test (the ``pg_url`` fixture, tests/conftest.py).
 
 Skips with the reason when the server at 127.0.0.1:5432 is unreachable, unless
 KEYSTEAD_REQUIRE_PG=1 (then it fails).
@@ -6,8 +6,6 @@ KEYSTEAD_REQUIRE_PG=1 (then it fails).
 
 from __future__ import annotations
 
-import os
-import secrets
 import threading
 
 import pytest
@@ -18,27 +16,6 @@ from tests.rotation.conftest import DUE, make_env
 from tests.rotation.test_engine import _stop_on, key_info, latest, sweep
 
 pytestmark = pytest.mark.pg
-SERVER = os.environ.get("KEYSTEAD_PG_SERVER", "postgresql+psycopg://postgres@127.0.0.1:5432")
-
-
-@pytest.fixture
-def pg_url():
-    import psycopg
-
-    admin = SERVER.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-    try:
-        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("KEYSTEAD_REQUIRE_PG") == "1":
-            pytest.fail(f"PostgreSQL required (KEYSTEAD_REQUIRE_PG=1) but unreachable at {SERVER}: {exc}")
-        pytest.skip(f"PostgreSQL unreachable at {SERVER} ({str(exc).strip().splitlines()[0]})")
-    name = f"keystead_test_{secrets.token_hex(4)}"
-    conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{SERVER}/{name}"
-    finally:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        conn.close()
 
 
 def test_rotation_with_state_on_postgresql_resumes(tmp_path, pg_url: str) -> None:

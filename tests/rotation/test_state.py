@@ -16,7 +16,6 @@ from keystead.errors import RotationBusy
 from keystead.rotation import state as st
 from keystead.rotation.state import Batch, FailedSlot, StateDB, StateDBError, UnreadableSlot
 from keystead.stores.base import SlotRow
-from tests.rotation.test_postgres import pg_url  # noqa: F401 - the fixture
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
@@ -265,7 +264,7 @@ NAME_COLUMNS = [("keystead_rotations", "cursor"), ("keystead_backups", "first"),
 
 
 @pytest.mark.parametrize("start", ["empty", "v1"])
-def test_postgresql_name_columns_compare_bytes(pg_url, start):  # noqa: F811 - the fixture
+def test_postgresql_name_columns_compare_bytes(pg_url, start):
     """The server's default collation may order case and punctuation otherwise (en_US does)."""
     if start == "v1":
         make_v1(pg_url)
@@ -278,7 +277,7 @@ def test_postgresql_name_columns_compare_bytes(pg_url, start):  # noqa: F811 - t
     assert {f"{t}.{c}": found.get(f"{t}.{c}") for t, c in NAME_COLUMNS} == {f"{t}.{c}": "C" for t, c in NAME_COLUMNS}
 
 
-def test_postgresql_lock_whose_session_died_is_left_cleanly(pg_url):  # noqa: F811 - the fixture
+def test_postgresql_lock_whose_session_died_is_left_cleanly(pg_url):
     """The unlock fails (the session was terminated): the connection is invalidated, not pooled."""
     db = StateDB.open(pg_url)
     try:

@@ -1,4 +1,9 @@
-"""Fixtures for the vault store tests: envelopes built from random bytes, no crypto."""
+"""Fixtures for the vault store tests: envelopes built from random bytes, no crypto.
+
+``kind`` runs a test on each store: dir, sqlite, and postgres (a schema of
+its own on 127.0.0.1:5432, the ``pg_schema_url`` fixture of tests/conftest.py: skipped
+with the reason when the server is unreachable, failed under KEYSTEAD_REQUIRE_PG=1).
+"""
 
 from __future__ import annotations
 
@@ -34,15 +39,29 @@ def make_env() -> MakeEnv:
     return make
 
 
+class Kind(str):
+    """A store kind ("dir", "sqlite", "postgres"); a postgres one carries its database's URL."""
+
+    url: str = ""
+
+
 def open_kind(kind: str, root) -> Store:
     if kind == "dir":
         return DirStore(root / "vault")
+    if kind == "postgres":
+        from keystead.stores.postgres import PostgresStore
+
+        assert isinstance(kind, Kind) and kind.url
+        return PostgresStore(kind.url)
     return SqliteStore(root / "vault.db")
 
 
-@pytest.fixture(params=["dir", "sqlite"])
+@pytest.fixture(params=["dir", "sqlite", pytest.param("postgres", marks=pytest.mark.pg)])
 def kind(request) -> str:
-    return request.param
+    k = Kind(request.param)
+    if k == "postgres":
+        k.url = request.getfixturevalue("pg_schema_url")
+    return k
 
 
 @pytest.fixture
