@@ -250,3 +250,18 @@ def test_parse_outputs_and_names() -> None:
     assert key.options == {"region": "us-east-1", "purpose": "encrypt", "manage_rotation": False}
     assert retired_name("a", {"a", "a-old", "a-old-2"}) == "a-old-3"
     assert len(retired_name("x" * 64, set())) == 64
+
+
+@pytest.mark.pg
+def test_envelopes_in_a_postgresql_profile_store_count(sqlite_ws: Workspace, write_outputs, pg_url: str) -> None:
+    """The PostgreSQL server at 127.0.0.1:5432 (skipped when unreachable; KEYSTEAD_REQUIRE_PG=1 fails instead)."""
+    sqlite_ws.cli("keys", "create", "payments")
+    with sqlite_ws.config.open("a") as f:
+        f.write(f'\n[profiles.prod]\nkeys = ["payments"]\nstore = "{pg_url}"\n')
+    sqlite_ws.cli("--profile", "prod", "secrets", "set", "one", input="1")
+    sqlite_ws.cli("--profile", "prod", "secrets", "set", "two", input="2")
+    path = write_outputs(outputs(payments=aws_key("payments")))
+    result = sqlite_ws.cli("stack", "config", "--from-outputs", path, ok=False)
+    assert result.exit_code == EXIT_CODES["InputError"] and "2 envelopes in 1 store" in result.stderr
+    sqlite_ws.cli("stack", "config", "--from-outputs", path, "--migrate")
+    assert load_config(sqlite_ws.config).keys["payments-old"].ref == "local:payments"
