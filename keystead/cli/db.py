@@ -5,7 +5,7 @@ them. A PostgreSQL vault is created on first open but never migrated by an
 ordinary command: a migration may lock tables that ``secrets set`` needs, so
 the operator runs it once, when it suits (docs/postgresql.md). SQLite and dir
 vaults have nothing to migrate. The state database migrates itself on open
-(keystead/rotation/state/schema.py); ``db upgrade`` does that step too, so one
+(rotation/state/schema.py); ``db upgrade`` does that step too, so one
 command leaves every database current.
 """
 

@@ -33,8 +33,8 @@ unreadable), ``replace_slots`` leaves them alone, and ``iter_envelopes``
 reports them to ``on_damaged`` when given one (else it raises, so an export
 never silently leaves out half a vault).
 
-Stores are named by URL: ``dir:PATH`` and ``sqlite:///PATH`` (later
-``postgresql://...``). See :func:`keystead.stores.open_store`. A store's
+Stores are named by URL: ``dir:PATH``, ``sqlite:///PATH`` and
+``postgresql://USER@HOST/DATABASE``. See :func:`keystead.stores.open_store`. A store's
 ``url`` and ``repr`` never show a password (:func:`keystead.stores.redact_url`).
 """
 
@@ -139,7 +139,7 @@ class Store(Protocol):
 
     def swap(self, pairs: Sequence[tuple[Envelope, Envelope]]) -> set[str]:
         """Compare-and-swap whole envelopes: replace each ``old`` by ``new`` (same name) only if
-        the store still holds exactly ``old``; return the names swapped. sqlite: one
+        the store still holds exactly ``old``; return the names swapped. sqlite, postgres: one
         transaction; dir: atomic per file, under the folder's lock. For re-seals and slot
         changes, which must never overwrite a secret set meanwhile."""
         ...
@@ -164,4 +164,5 @@ class Store(Protocol):
     # (seq, hash) of its chain (keystead.audit.AuditAnchor):
     #     def read_audit_anchor(self) -> tuple[int, str] | None: ...
     #     def write_audit_anchor(self, seq: int, digest: str) -> None: ...
-    # SqliteStore has them; DirStore does not (each git clone keeps its own log).
+    # SqliteStore has them; DirStore does not (each git clone keeps its own log), nor does
+    # PostgresStore (each machine's log is its own file: one shared anchor would contradict them).

@@ -38,7 +38,7 @@ from keystead.rotation.state.records import (
     UnreadableSlot,
 )
 from keystead.rotation.state.schema import lanes, retirements, rotations, unreadable
-from keystead.stores.base import SlotRow
+from keystead.stores.base import SlotRow, redact_url
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -75,8 +75,9 @@ class StateDB:
         """
         try:
             parsed = make_url(url)
-        except ArgumentError:
-            raise StateDBError(f"state database URL {url!r} is not a valid SQLAlchemy URL") from None
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+            raise StateDBError(f"state database URL {redact_url(url)!r} is not a valid SQLAlchemy URL "
+                               "(postgresql://USER@HOST:PORT/DB or sqlite:///PATH)") from None
         backend = parsed.get_backend_name()
         where = _describe(parsed)
         if backend == "sqlite":

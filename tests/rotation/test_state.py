@@ -288,3 +288,11 @@ def test_postgresql_lock_whose_session_died_is_left_cleanly(pg_url):
             assert db.latest("main") is None
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("url", ["postgresql://app:hunter2@db:notaport/state", "nonsense://app:hunter2@db/x"])
+def test_a_bad_state_url_is_one_error_without_its_password(url):
+    with pytest.raises(StateDBError) as caught:
+        StateDB.open(url)
+    assert "hunter2" not in str(caught.value)
+    assert "app:***@db" in str(caught.value)

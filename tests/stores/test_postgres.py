@@ -241,6 +241,15 @@ def test_repr_and_url_hide_the_password(pg_url):
         assert "hunter2" not in repr(s.engine.url)
 
 
+def test_open_store_opens_every_postgresql_url_form(pg_url, make_env):
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    for url in (pg_url, plain, plain.replace("postgresql://", "postgres://")):
+        with open_store(url) as s:
+            assert isinstance(s, PostgresStore) and s.url == url
+            s.put(make_env("A"))
+            assert s.names() == ["A"]
+
+
 def test_bad_urls_are_config_errors():
     for bad, why in [("postgresql+asyncpg://db/v", "psycopg 3"), ("postgresql://app:hunter2@db", "names no database"),
                      ("postgresql://app:hunter2@db:notaport/v", "not a valid PostgreSQL URL")]:
@@ -310,3 +319,73 @@ def test_statement_timeout_is_transient(pg_schema_url, make_env):
                 s.replace_slots(KEY, [SlotUpdate(e.name, "1", "2", 5, b"new") for e in envs])
             locker.rollback()
         assert s.version_counts(KEY) == {"1": 20}
+
+
+# -- privileges (docs/postgresql.md) -------------------------------------------------
+
+@pytest.fixture
+def app_role(pg_url):
+    """A login role with no privileges of its own on the test database's tables (dropped after)."""
+    import secrets as random
+
+    role = f"keystead_app_{random.token_hex(3)}"
+    with admin(pg_url) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    yield role
+    with admin(pg_url) as conn:
+        conn.execute(f'DROP OWNED BY "{role}"')
+        conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_the_documented_privileges_are_enough_and_fewer_are_one_clear_line(pg_url, app_role, make_env):
+    with PostgresStore(pg_url) as s:  # created by the owner (the postgres user here)
+        s.put(make_env("A"))
+    as_app = pg_url.replace("postgres@", f"{app_role}@")
+    with pytest.raises(StoreError, match=r"permission denied opening \(permission denied for table "
+                                         r"keystead_vault_schema\); see docs/postgresql.md"):
+        PostgresStore(as_app)
+    with admin(pg_url) as conn:  # the grants docs/postgresql.md lists, and no more
+        conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON keystead_vault_secrets, keystead_vault_slots,'
+                     f' keystead_vault_meta TO "{app_role}"')
+        conn.execute(f'GRANT SELECT ON keystead_vault_schema TO "{app_role}"')
+    with PostgresStore(as_app) as s:
+        env = make_env("B", slots=[(KEY, "1")])
+        assert s.put_many([env] + [make_env(f"C{i:05d}") for i in range(10_000)]) == 10_001  # ANALYZE: a warning
+        rows = s.slots_behind(KEY, "2", limit=5)
+        assert s.replace_slots(KEY, [SlotUpdate(r.secret, r.version, "2", 5, b"new") for r in rows]) == 5
+        assert s.swap([(s.get("B"), env)]) == {"B"}
+        s.delete("A")
+        assert s.version_counts(KEY) == {"1": 9_998, "2": 3}  # A deleted, B swapped back to version 1
+    with pytest.raises(StoreError, match="permission denied upgrading"), admin(pg_url) as conn:
+        conn.execute("INSERT INTO keystead_vault_schema VALUES (0, 0, 'x')")  # make the schema look older
+        conn.execute("DELETE FROM keystead_vault_schema WHERE version = 1")
+        PostgresStore.upgrade(as_app)
+
+
+def test_a_batch_chosen_as_a_deadlock_victim_is_retried_whole(pg, pg_schema_url, make_env):
+    _vault(pg, make_env, n=2)  # K0000, K0001
+    rows = pg.slots_behind(KEY, "2")
+    updates = [SlotUpdate(r.secret, r.version, "2", 5, b"new", r.wrapped) for r in rows]
+    outcome: list[str] = []
+
+    def other_writer() -> None:
+        with admin(pg_schema_url) as conn:
+            conn.autocommit = False
+            conn.execute("SET deadlock_timeout = '20s'")  # the store's session detects the cycle: it is the victim
+            conn.execute("SELECT 1 FROM keystead_vault_slots WHERE secret = 'K0001' FOR UPDATE")
+            ready.set()
+            end = time.monotonic() + 20
+            while not backends(conn, waiting=True) and time.monotonic() < end:
+                time.sleep(0.02)
+            conn.execute("SELECT 1 FROM keystead_vault_slots WHERE secret = 'K0000' FOR UPDATE")  # the cycle
+            outcome.append("other writer got both rows")
+            conn.rollback()
+
+    ready = threading.Event()
+    t = threading.Thread(target=other_writer, daemon=True)
+    t.start()
+    ready.wait(10)
+    assert pg.replace_slots(KEY, updates) == 2  # aborted once by the server, then redone
+    t.join(30)
+    assert outcome == ["other writer got both rows"]
+    assert pg.version_counts(KEY) == {"2": 2}

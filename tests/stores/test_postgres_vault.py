@@ -51,12 +51,14 @@ def test_cli_round_trip_on_postgresql(pg_ws: Workspace, pg_url: str) -> None:
     listed = ws.cli("secrets", "list")
     assert listed.stdout.split() == ["API_KEY", "DB_URL"]
     rotated = ws.cli("rotate", "--force", "main")
+    worker = ws.run("worker", "--once")  # a real process: the sweep finds nothing due, exit 0
+    assert worker.returncode == 0, worker.stderr
     assert ws.cli("secrets", "get", "API_KEY").stdout.rstrip("\n") == "k-1"
     status = ws.cli("db", "status")
     assert "schema 1 (this keystead: 1)  current" in status.stdout
     upgrade = ws.cli("db", "upgrade")
     assert "already current" in upgrade.stderr
-    _clean(*outputs, get, listed, rotated, status, upgrade)
+    _clean(*outputs, get, listed, rotated, worker, status, upgrade)
     with admin(pg_url) as conn:  # the rotation rewrapped both slots in the database
         assert conn.execute("SELECT version, count(*) FROM keystead_vault_slots GROUP BY version").fetchall() == [
             ("2", 2)]
@@ -128,3 +130,20 @@ def test_rotation_paused_by_a_killed_store_connection_resumes_with_nothing_half_
         assert Engine(vault, state, now=DUE).run_key("main").outcome == "done"
         state.close()
     assert env.check_all_open() == {"2": 40}
+
+
+def test_db_upgrade_migrates_an_older_vault_that_commands_refuse(pg_ws: Workspace, pg_url: str, monkeypatch) -> None:
+    from keystead.stores import pgschema
+
+    pg_ws.cli("secrets", "set", "A", input="v\n")
+    monkeypatch.setattr(pgschema, "SCHEMA_VERSION", 2)  # this keystead is one vault schema ahead of the database
+    monkeypatch.setitem(pgschema.MIGRATIONS, 2, lambda conn: conn.exec_driver_sql(
+        "CREATE INDEX keystead_vault_slots_by_version ON keystead_vault_slots (key, version)"))
+    refused = pg_ws.cli("secrets", "get", "A", ok=False)
+    assert refused.exit_code == 7 and "older than this keystead's 2: run `keystead db upgrade`" in refused.stderr
+    assert "older: run `keystead db upgrade`" in pg_ws.cli("db", "status").stdout
+    upgraded = pg_ws.cli("db", "upgrade")
+    assert "schema version 1 -> 2" in upgraded.stderr
+    assert pg_ws.cli("secrets", "get", "A").stdout.rstrip("\n") == "v"
+    assert "schema 2 (this keystead: 2)  current" in pg_ws.cli("db", "status").stdout
+    _clean(refused, upgraded)
