@@ -41,7 +41,8 @@ run: $(STAMP)
 LINT_PATHS := keystead rotation policies stacks benchmarks tests
 MYPY_PACKAGES := -p keystead
 MYPY_TESTS := tests/policies tests/test_public_surface.py tests/test_references.py tests/test_error_tree.py \
-	tests/test_layout.py tests/test_config.py tests/test_envelope.py tests/test_vault.py tests/test_cli.py
+	tests/test_layout.py tests/test_config.py tests/test_envelope.py tests/test_vault.py tests/test_cli.py \
+	tests/stacks
 # mypy reads the import names as installed (keystead.policies is policies/):
 # a tree of links in that layout, rebuilt each run so new modules are seen.
 MYPY_TREE := $(VENV)/mypy-tree

@@ -1,6 +1,10 @@
 """`make bench`: measure rotation side by side with its baselines, write docs/benchmarks.md.
 
     python -m benchmarks.run --out docs/benchmarks.md [--quick]
+    python -m benchmarks.run --only aws [--out docs/benchmarks.md] [--quick]
+
+``--only aws`` measures the AWS rewrap section alone (benchmarks/aws.py, about a minute) and
+prints it, or, with ``--out``, replaces that section of an existing report in place.
 
 Each measured rotation runs in its own process (seeded by another), so peak
 RSS is that rotation's alone. Baselines are measured in the same run on the
@@ -24,6 +28,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import benchmarks.aws
 from benchmarks import baselines
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,9 +98,19 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="docs/benchmarks.md")
+    ap.add_argument("--out", default=None, help="the report (default docs/benchmarks.md; with --only: print)")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not the reported figures)")
+    ap.add_argument("--only", choices=["aws"], help="measure one section only (see above)")
     args = ap.parse_args(argv)
+    if args.only == "aws":
+        new = aws_section(args.quick, alone=True)
+        if args.out is None:
+            print(new)
+        else:
+            out = Path(args.out)
+            out.write_text(benchmarks.aws.splice(out.read_text() if out.exists() else "", new, READING))
+        return 0
+    args.out = args.out or "docs/benchmarks.md"
     sizes = [2_000, 10_000] if args.quick else [10_000, 100_000, 1_000_000]
     n_dir = 300 if args.quick else 2_000
     n_sops = 20 if args.quick else 200
@@ -126,12 +141,27 @@ def main(argv: list[str] | None = None) -> int:
     sops = baselines.sops_rotate_rate(n_sops)
     log("start-up: keystead secrets get against sops decrypt, whole processes")
     startup = baselines.startup_vs_sops(5 if args.quick else 21)
+    log("AWS rewrap: ReEncrypt against the 40 ms KMS stand-in (benchmarks/aws.py)")
+    aws = aws_section(args.quick)
     report = render(started, raw, sqlite, single, dir_run, bare, dir_small, sqlite_small, sops, quick=args.quick)
-    report = report.replace(READING, startup_section(startup) + READING, 1)
+    report = report.replace(READING, startup_section(startup) + aws + READING, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)
     log(f"wrote {args.out}")
     return 0
+
+
+def aws_section(quick: bool, *, alone: bool = False) -> str:
+    """The AWS rewrap section, measured in a child process (benchmarks/aws.py); boto3 is the aws extra's."""
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        return benchmarks.aws.section(None)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.aws", *(["--quick"] if quick else [])], check=True,
+                         stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC (load average {os.getloadavg()[0]:.1f})" if alone else None
+    return benchmarks.aws.section(json.loads(out.stdout), alone=when)
 
 
 def _spread(r: dict) -> str:

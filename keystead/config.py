@@ -180,6 +180,11 @@ def _providers(r: _Reader, doc: Mapping[str, Any]) -> dict[str, dict[str, object
         where = f"[providers.{name}]"
         r.unknown(entry, set(allowed), where)
         out[name] = _options(r, entry, allowed, where)
+    rps, share = out["aws"].get("requests_per_second"), out["aws"].get("quota_share")
+    if isinstance(rps, (int, float)) and not rps > 0:  # the rotation's rate limit (keystead.providers.limits)
+        raise r.fail("[providers.aws].requests_per_second", f"must be above 0 (the account's KMS quota), got {rps}")
+    if isinstance(share, (int, float)) and not 0 < share <= 1:
+        raise r.fail("[providers.aws].quota_share", f"must be above 0 and at most 1, got {share}")
     return out
 
 

@@ -7,6 +7,7 @@ The command line maps each family to a one-line message and an exit code
     KeysteadError                    1  anything else that went wrong
     ├── InputError                   2  a bad argument: secret name, date, flag value
     ├── ConfigError                  3  keystead.toml missing, unreadable or invalid
+    │   └── StackConfigError         3  a keystead: setting of Pulumi.<stack>.yaml; names it (stacks/)
     ├── NotFoundError                4  no such secret, key or key version
     ├── FormatError                  5  an envelope that cannot be parsed
     │   └── UnsupportedVersion       5  an envelope format version this reader does not know
@@ -26,7 +27,8 @@ The command line maps each family to a one-line message and an exit code
     ├── PolicyError                 10  an IAM spec or policy document is invalid
     │   ├── SpecError               10  the IAM spec is invalid; names the field (policies/spec/)
     │   │   └── SeparationOfDuties  10  one principal would administer and use one key
-    │   └── LintInputError          10  a file handed to lint cannot be read (exit 2 in lint)
+    │   ├── LintInputError          10  a file handed to lint cannot be read (exit 2 in lint)
+    │   └── LockoutError            10  a key policy would lock the deployer out (policies/generate/)
     └── Interrupted                130  Ctrl-C stopped the work; the message says how far it got
 
 Lower-level errors (OSError, sqlite3, SQLAlchemy, botocore) are translated into

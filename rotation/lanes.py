@@ -17,7 +17,9 @@ a slot rewrapped twice meanwhile is refused by the compare-and-swap.
 The wrapper the parent's vault was opened with (``Vault.open(...,
 wrap_key=...)``: caching, rate limiting, metrics) is handed to every lane
 (it must be picklable: a module-level function or class), so a lane's key
-calls go through it too. Stop (SIGTERM/SIGINT) is passed on to the lanes,
+calls go through it too; a wrapper with a ``divided(n)`` method (the rate limit,
+:class:`keystead.providers.limits.RateLimit`) hands each of the ``n`` lanes ``divided(n)``, so
+the lanes together keep the configured rate. Stop (SIGTERM/SIGINT) is passed on to the lanes,
 which finish their batch and exit; the parent then reports the rotation
 paused.
 """
@@ -48,11 +50,15 @@ def run_lanes(engine: Engine, rot: Rotation, lanes: list[Lane], store: str) -> N
     have ended."""
     ctx = multiprocessing.get_context("spawn")
     config = engine.vault.config
+    wrap_key = engine.vault.wrap_key
+    divided = getattr(wrap_key, "divided", None)  # a rate limit: each lane gets its share of the rate
+    if callable(divided):
+        wrap_key = divided(len(lanes))
     procs = [
         ctx.Process(
             target=lane_main,
             args=(str(config.path), config.profile, rot.id, lane.lane, store, engine.now.timestamp(), os.getpid(),
-                  _log_level(), engine.vault.wrap_key),
+                  _log_level(), wrap_key),
             name=f"keystead-lane-{lane.lane}",
         )
         for lane in lanes

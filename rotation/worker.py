@@ -49,13 +49,16 @@ _sweeping = threading.Lock()
 
 @contextmanager
 def opened(config: Config) -> Iterator[tuple[Vault, StateDB]]:
-    """The vault and its state database (created if missing), closed after."""
+    """The vault and its state database (created if missing), closed after. Cloud keys are behind
+    the rotation's rate limit (``[providers.aws] requests_per_second`` x ``quota_share``, divided
+    among lanes: :mod:`keystead.providers.limits`)."""
+    from keystead.providers.limits import RateLimit
     from keystead.vault import Vault
 
     state = StateDB.open(config.state_url, create=True)
     assert state is not None
     try:
-        with Vault.open(config) as vault:
+        with Vault.open(config, wrap_key=RateLimit.from_settings(config.providers)) as vault:
             yield vault, state
     finally:
         state.close()

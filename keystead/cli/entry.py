@@ -54,6 +54,7 @@ _COMMANDS = {
     "worker": "keystead.cli.rotation:worker",
     "status": "keystead.cli.rotation:status",
     "policy": "keystead.cli.policy:policy",
+    "plan": "keystead.cli.plan:plan",
     "db": "keystead.cli.db:db",
     "stack": "keystead.cli.stack:stack",
     "hsm": "keystead.cli.hsm:hsm",

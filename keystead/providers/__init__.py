@@ -24,6 +24,7 @@ from typing import Protocol
 
 from keystead.errors import ProviderError, UnknownReference
 from keystead.providers.base import (
+    Chain,
     Key,
     KeyAdmin,
     KeyInfo,
@@ -31,6 +32,7 @@ from keystead.providers.base import (
     KeyVersion,
     KeyWrapper,
     ManagedKey,
+    RequestGate,
     RewrapResult,
     RotationKind,
     VersionState,
@@ -40,6 +42,7 @@ from keystead.providers.base import (
 
 __all__ = [
     "ACCEPTED_FORMS",
+    "Chain",
     "ClientFactory",
     "Key",
     "KeyAdmin",
@@ -49,6 +52,7 @@ __all__ = [
     "KeyVersion",
     "KeyWrapper",
     "ManagedKey",
+    "RequestGate",
     "RewrapResult",
     "RotationKind",
     "VersionState",

@@ -28,6 +28,12 @@ alias are ``successor``; anything else (imported or external key store
 material, or such a key named by its key ARN) does not rotate. See
 :mod:`keystead.providers.aws_rotation` for rotation and retirement.
 
+Throughput: ``rewrap_many`` keeps ``max_concurrency`` ReEncrypt calls in flight (default 64)
+over one client whose connection pool holds as many connections. The rotation's rate limit
+(:mod:`keystead.providers.limits`) is a key wrapper; this key lets it see every HTTP attempt
+(``gate_requests``: botocore's before-send, needs-retry and after-call events), so the limit counts
+retries too and hears of each throttling answer.
+
 Logging: Encrypt and Decrypt bodies carry the data key. This module pins
 the ``botocore``, ``boto3`` and ``urllib3`` loggers at INFO or above when it
 is imported and again for every client it builds, whatever the root
@@ -51,12 +57,14 @@ from typing import Any
 from keystead.clock import utc
 from keystead.envelope import Context
 from keystead.errors import DecryptError, KeysteadError, ProviderError, ProviderUnavailable
-from keystead.providers.base import Key, KeyInfo, RewrapResult, RotationKind, SlotItem, Wrapped
+from keystead.providers.base import Key, KeyInfo, RequestGate, RewrapResult, RotationKind, SlotItem, Wrapped
 
 QUIET_LOGGERS = ("botocore", "boto3", "urllib3")
 MATERIAL_TTL = 300.0
 """Seconds a wrap trusts the last listed key material of a key (then DescribeKey again)."""
-DEFAULT_CONCURRENCY = 16
+DEFAULT_CONCURRENCY = 64
+"""ReEncrypt calls in flight per process (``max_concurrency``): at a 40 ms round trip, 64 calls are
+1,600/s, above what one process's boto3 can send (docs/benchmarks.md), so its CPU is the bound."""
 ON_DEMAND_LIMIT = 10
 """RotateKeyOnDemand calls a key may have in its lifetime: 10 in the KMS API reference, 25 in the
 newer developer guide; keystead refuses before the lower figure unless ``on_demand_limit`` says more."""
@@ -71,6 +79,8 @@ _ALIAS = re.compile(r"alias/[A-Za-z0-9:/_\-]{1,250}")
 _TRANSIENT = frozenset({"ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException",
                         "KMSInternalException", "DependencyTimeoutException", "InternalFailure", "ServiceUnavailable",
                         "CustomKeyStoreInvalidStateException", "XksProxyUriUnreachableException"})
+_THROTTLING = frozenset({"ThrottlingException", "Throttling", "ThrottledException", "RequestLimitExceeded",
+                         "TooManyRequestsException", "RequestThrottled", "RequestThrottledException"})
 _UNREADABLE = frozenset({"InvalidCiphertextException", "IncorrectKeyException"})
 log = logging.getLogger("keystead.providers.aws")
 
@@ -144,6 +154,7 @@ class AwsKey(Key):
         self.concurrency = concurrency if isinstance(concurrency, int) and concurrency > 0 else DEFAULT_CONCURRENCY
         self._factory = clients
         self._clients: dict[str | None, Any] = {}
+        self._gates: list[RequestGate] = []
         self._lock = threading.Lock()
         self._labels: dict[str, tuple[str, float]] = {}  # key id -> (current label, when listed)
         self._target_id: str | None = None
@@ -165,10 +176,20 @@ class AwsKey(Key):
     def _make_client(self, region: str | None) -> Any:
         opts = {k: v for k, v in self.options.items() if k in ("endpoint", "profile", "role_arn")}
         opts["region"] = region
+        opts["max_concurrency"] = self.concurrency
         quiet_sdk_loggers()
-        if self._factory is not None:
-            return self._factory("kms", opts)
-        return make_client("kms", opts)
+        client = self._factory("kms", opts) if self._factory is not None else make_client("kms", opts)
+        for gate in self._gates:
+            _attach(client, gate)
+        return client
+
+    def gate_requests(self, gate: RequestGate) -> None:
+        """Call ``gate`` around every HTTP request this key's clients send, retries included
+        (:class:`~keystead.providers.base.RequestGate`: a rate limit sees what KMS counts)."""
+        with self._lock:
+            self._gates.append(gate)
+            for client in self._clients.values():
+                _attach(client, gate)
 
     # -- labels --------------------------------------------------------------------
     def kind(self, meta: Mapping[str, Any]) -> RotationKind:
@@ -342,6 +363,27 @@ class AwsKey(Key):
         return map_error(self.ref, self.region, op, exc)
 
 
+def _attach(client: Any, gate: RequestGate) -> None:
+    """``gate`` on botocore's events of ``client``: before-send (every attempt; registered after the
+    adaptive retry mode's own rate limiter, so it runs last before the wire), needs-retry (the
+    answer of each attempt), after-call and after-call-error (the call is over)."""
+    def sending(**_: Any) -> None:
+        gate.sending()  # returns None: botocore takes a non-None answer of before-send as the response
+
+    def answered(response: Any = None, **_: Any) -> None:
+        code = response[1].get("Error", {}).get("Code") if response is not None else None
+        gate.answered(throttled=code in _THROTTLING)
+
+    def finished(**_: Any) -> None:
+        gate.finished()
+
+    events = client.meta.events
+    events.register("before-send", sending)
+    events.register("needs-retry", answered)
+    events.register("after-call", finished)
+    events.register("after-call-error", finished)
+
+
 _FIX = {
     "AccessDeniedException": "the credentials in use may not call {api} on it (grant it: "
                              "`keystead policy generate`), or the slot was wrapped by a key they cannot use",
@@ -410,5 +452,7 @@ def make_client(service: str, options: Mapping[str, object]) -> Any:
                                               extra_args={"RoleSessionName": "keystead"})
         base._credentials = DeferredRefreshableCredentials(fetcher.fetch_credentials, "assume-role")
     endpoint = options.get("endpoint")
+    threads = options.get("max_concurrency")
+    pool = max(10, threads if isinstance(threads, int) else 0)  # one connection per rewrap thread, or more
     return session.client(service, endpoint_url=str(endpoint) if endpoint else None,
-                          config=Config(retries={"mode": "adaptive"}))
+                          config=Config(retries={"mode": "adaptive"}, max_pool_connections=pool))

@@ -287,9 +287,43 @@ class Key:
         return f"{type(self).__name__}({self.ref!r})"
 
 
+class RequestGate(Protocol):
+    """What a key calls around each request it sends to its provider, when a wrapper asks it to
+    (``key.gate_requests(gate)``, where the provider offers it: AWS does, per HTTP attempt): the
+    wrapper (a rate limit, metrics) sees the requests themselves, retries included, not just the
+    calls of :class:`KeyOps`."""
+
+    def sending(self) -> None:
+        """A request is about to be sent (a retry too); may block (a rate limit)."""
+
+    def answered(self, *, throttled: bool) -> None:
+        """An attempt ended; ``throttled``: the provider refused it for its rate (the SDK may retry)."""
+
+    def finished(self) -> None:
+        """The call is over (answered, or its retries ran out): no retry of it follows."""
+
+
 KeyWrapper = Callable[[ManagedKey], ManagedKey]
 """What ``Vault.open(..., wrap_key=...)`` takes: caching, rate limiting, metrics."""
 
 
 def identity(key: ManagedKey) -> ManagedKey:
     return key
+
+
+class Chain:
+    """Several key wrappers as one ``wrap_key``, applied in order (the first wraps the provider's key,
+    the last is outermost): e.g. ``Chain(RateLimit(...), metrics)``. Picklable when its members are
+    (rotation lanes receive it); ``divided(n)`` divides each member that can (a rate limit)."""
+
+    def __init__(self, *wrappers: KeyWrapper) -> None:
+        self.wrappers = wrappers
+
+    def __call__(self, key: ManagedKey) -> ManagedKey:
+        for wrapper in self.wrappers:
+            key = wrapper(key)
+        return key
+
+    def divided(self, n: int) -> Chain:
+        return Chain(*(w.divided(n) if callable(getattr(w, "divided", None)) else w  # type: ignore[attr-defined]
+                       for w in self.wrappers))

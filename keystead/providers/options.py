@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 Kind = type | tuple[str, ...]
-"""A value type (str, int, bool, list meaning list of str), or the allowed strings."""
+"""A value type (str, int, bool, float meaning any number, list meaning list of str), or the allowed strings."""
 
 PURPOSES = ("encrypt", "sign")
 
@@ -37,7 +37,8 @@ and ``exclusive``."""
 
 PROVIDER_OPTIONS: Mapping[str, Mapping[str, Kind]] = {
     "age": {"identity_file": str},
-    "aws": {"region": str, "endpoint": str, "profile": str, "account": str, "max_concurrency": int},
+    "aws": {"region": str, "endpoint": str, "profile": str, "account": str, "max_concurrency": int,
+            "requests_per_second": float, "quota_share": float},
     "gcp": {"endpoint": str, "credentials_file": str, "max_concurrency": int, "anonymous": bool,
             "retry_seconds": int},
 }
@@ -45,7 +46,14 @@ PROVIDER_OPTIONS: Mapping[str, Mapping[str, Kind]] = {
 own ``endpoint`` wins), ``credentials_file`` (else Application Default Credentials),
 ``max_concurrency`` (rewrap calls at once, default 8), ``retry_seconds`` (how long a transient
 error is retried per call, default 60, 0 for none) and ``anonymous`` (no credentials at all: only
-with an endpoint, for a local test server)."""
+with an endpoint, for a local test server).
+
+aws (docs/aws.md): ``region``, ``endpoint``, ``profile``, ``account`` (with region, ``alias/NAME``
+and ``mrk-`` references become ARNs), ``max_concurrency`` (ReEncrypt calls at once per process,
+default 64), and the rotation's rate limit (:mod:`keystead.providers.limits`):
+``requests_per_second``, the account's KMS quota for symmetric cryptographic operations
+(default 10,000; it differs by region: read yours in Service Quotas) and ``quota_share``, the part
+of it rotation may use (default 0.5), divided evenly among the rotation's lane processes."""
 
 EXCLUSIVE_BY_DEFAULT = frozenset({"local"})
 """Providers whose keys are keystead's own unless the config says otherwise: the local key
@@ -57,6 +65,9 @@ def check(value: object, kind: Kind) -> str | None:
     """None if ``value`` fits ``kind``, else what was expected."""
     if isinstance(kind, tuple):
         return None if value in kind else "one of " + ", ".join(repr(k) for k in kind)
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else "a number"
     if kind is list:
         ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
         return None if ok else "a list of strings"

@@ -5,6 +5,7 @@ policies, GCP IAM bindings and the rotator's custom role.
 ``write`` puts them under a directory; ``render`` is their one JSON form.
 """
 
+from .lockout import LockoutError, check_admin_access
 from .output import documents, render, write
 
-__all__ = ["documents", "render", "write"]
+__all__ = ["LockoutError", "check_admin_access", "documents", "render", "write"]

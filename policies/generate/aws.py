@@ -188,15 +188,24 @@ def identity_policy(spec: Spec, principal_name: str) -> dict[str, Any] | None:
 
 
 def trust_policy(spec: Spec, principal_name: str) -> dict[str, Any]:
-    """The IRSA trust policy: only this namespace's service account may assume the role."""
+    """The role's trust policy: an IRSA principal's (or worker's) service account may assume it,
+    or, for a worker with ``trusted``, exactly those role/user ARNs."""
     principal = next(p for p in spec.principals if p.name == principal_name)
     aws = _aws(spec)
-    assert principal.issuer is not None  # every IRSA principal has one
-    issuer = principal.issuer.removeprefix("https://")
-    provider = f"arn:{aws.partition}:iam::{aws.account}:oidc-provider/{issuer}"
-    subject = f"system:serviceaccount:{principal.namespace}:{principal.service_account}"
+    issuer, namespace, account = principal.issuer, principal.namespace, principal.service_account
+    if principal.trust is not None:
+        if principal.trust.trusted:
+            return {"Version": VERSION, "Statement": [_statement(
+                "AssumeFromTrusted", ["sts:AssumeRole"], None,
+                principal={"AWS": sorted(principal.trust.trusted)})]}
+        issuer, namespace, account = (principal.trust.issuer, principal.trust.namespace,
+                                      principal.trust.service_account)
+    assert issuer is not None  # every IRSA principal has one; workers without a trust are not asked
+    host = issuer.removeprefix("https://")
+    provider = f"arn:{aws.partition}:iam::{aws.account}:oidc-provider/{host}"
+    subject = f"system:serviceaccount:{namespace}:{account}"
     return {"Version": VERSION, "Statement": [_statement(
         "AssumeFromServiceAccount", ["sts:AssumeRoleWithWebIdentity"], None,
-        (("StringEquals", f"{issuer}:aud", "sts.amazonaws.com"),
-         ("StringEquals", f"{issuer}:sub", subject)),
+        (("StringEquals", f"{host}:aud", "sts.amazonaws.com"),
+         ("StringEquals", f"{host}:sub", subject)),
         principal={"Federated": provider})]}

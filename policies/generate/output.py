@@ -5,7 +5,7 @@ Layout under the output directory (docs/policies.md lists it)::
     aws/key-policies/<key>.json            one per AWS key
     aws/key-policies/<key>.<region>.json   the same policy for each replica
     aws/identity-policies/<principal>.json one per AWS / IRSA principal
-    aws/trust-policies/<principal>.json    one per IRSA principal
+    aws/trust-policies/<principal>.json    one per IRSA principal, and per worker with a trust
     aws/workers/<worker>.json              rotation-worker, dr-replicator
     gcp/bindings/<key>.json                one per GCP CryptoKey
     gcp/roles/keysteadRotator.json         when a GCP key has a rotator
@@ -40,7 +40,7 @@ def documents(spec: Spec, arns: Mapping[str, str] | None = None) -> dict[str, di
         if identity is not None:
             folder = "workers" if principal.kind == "worker" else "identity-policies"
             out[f"aws/{folder}/{principal.name}.json"] = identity
-        if principal.kind == "irsa":
+        if principal.kind == "irsa" or (principal.trust is not None and principal.arn):
             out[f"aws/trust-policies/{principal.name}.json"] = aws.trust_policy(
                 spec, principal.name)
     if gcp.needs_rotator_role(spec):

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import actions
 from .errors import SeparationOfDuties
-from .model import Aws, Grant, Key, Principal
+from .model import Aws, Grant, Key, Principal, WorkerTrust
 from .reader import Reader
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):(role|user)/[\w+=,.@/-]{1,512}$")
@@ -156,7 +156,7 @@ def parse_workers(r: Reader, raw: dict[str, Any], keys: dict[str, Key], taken: s
         p = ("workers", worker)
         if worker not in WORKERS:
             r.fail(p, f"unknown worker (known: {', '.join(sorted(WORKERS))})")
-        r.entry(p, body, {"arn", "member", "keys"})
+        r.entry(p, body, {"arn", "member", "keys", "issuer", "namespace", "service_account", "trusted"})
         name, role = WORKERS[worker]
         if name in taken:
             r.fail(p, f"a principal is already named {name!r}")
@@ -176,7 +176,40 @@ def parse_workers(r: Reader, raw: dict[str, Any], keys: dict[str, Key], taken: s
             listed = tuple(k.name for k in keys.values() if role_misfit(role, k) is None and
                            ((k.cloud == "aws" and arn) or (k.cloud == "gcp" and member)))
         principal = Principal(name=name, kind="worker", arn=arn, member=member,
-                              grants=tuple(Grant(k, role) for k in sorted(listed)))
+                              grants=tuple(Grant(k, role) for k in sorted(listed)),
+                              trust=_parse_trust(r, p, body))
         _check_grants(r, p, principal, keys)
         out.append(principal)
     return out
+
+
+def _parse_trust(r: Reader, p: tuple[str, ...], body: dict[str, Any]) -> WorkerTrust | None:
+    """How the worker's role is assumed: IRSA (issuer, namespace, service_account) or trusted ARNs."""
+    irsa = {f: r.get(body, p, f, str) for f in ("issuer", "namespace", "service_account")}
+    trusted = r.strings(body, p, "trusted")
+    given = [f for f, v in irsa.items() if v is not None]
+    if (given or trusted) and ":role/" not in str(body.get("arn", ":role/")):
+        r.fail(p + ("arn",), "a trust is for a role: give the worker's IAM role ARN, not a user's")
+    if given and trusted:
+        r.fail(p + ("trusted",), "give either IRSA (issuer, namespace, service_account) or trusted, not both")
+    if trusted:
+        if not body.get("arn"):
+            r.fail(p + ("trusted",), "a trust needs the worker's AWS role (arn)")
+        for arn in trusted:
+            _role_arn(r, p + ("trusted",), arn)
+        return WorkerTrust(trusted=tuple(trusted))
+    if not given:
+        return None
+    if not body.get("arn"):
+        r.fail(p + (given[0],), "a trust needs the worker's AWS role (arn)")
+    missing = [f for f, v in irsa.items() if v is None]
+    if missing:
+        r.fail(p, f"IRSA needs issuer, namespace and service_account; missing {', '.join(missing)}")
+    issuer = str(irsa["issuer"])
+    if not issuer.startswith("https://") or len(issuer) <= len("https://") or " " in issuer:
+        r.fail(p + ("issuer",), f"the OIDC issuer must be an https:// URL, got {issuer!r}")
+    for field in ("namespace", "service_account"):
+        if not DNS_LABEL.match(str(irsa[field])):
+            r.fail(p + (field,), f"not a Kubernetes name: {irsa[field]!r}")
+    return WorkerTrust(issuer=issuer.rstrip("/"), namespace=irsa["namespace"],
+                       service_account=irsa["service_account"])

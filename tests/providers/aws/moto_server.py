@@ -98,12 +98,14 @@ class Clients:
 
         self.asked.append(dict(options))
         region = str(options.get("region") or REGION)
+        threads = options.get("max_concurrency") or 10  # a pooled connection per rewrap thread, as the provider
         with self._lock:
             client = self.built.get(f"{service}:{region}")
             if client is None:
                 client = boto3.client(service, region_name=region, endpoint_url=self.url,
                                       aws_access_key_id="testing", aws_secret_access_key="testing",
-                                      config=Config(retries={"mode": self.retries, "max_attempts": 3}))
+                                      config=Config(retries={"mode": self.retries, "max_attempts": 3},
+                                                    max_pool_connections=max(10, int(str(threads)))))
                 for event, handler in self.hooks.items():
                     client.meta.events.register(event, handler)
                 self.built[f"{service}:{region}"] = client

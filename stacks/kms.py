@@ -1,0 +1,33 @@
+"""What the AWS key components share: tags, replicas in DR regions, aliases in every region.
+
+Replicas and aliases are placed with pulumi-aws v7's per-resource ``region`` argument: one
+default provider serves every region, none is declared per region.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_aws as aws
+
+from keystead.policies.generate.aws_roles import TAG_KEY
+
+
+def key_tags(name: str) -> dict[str, str]:
+    """The tag the generated IAM scopes keys by (``aws:ResourceTag/keystead:key``)."""
+    return {TAG_KEY: name, "managed-by": "keystead"}
+
+
+def alias(parent: pulumi.Resource, resource_name: str, alias_name: str, target_key_id: pulumi.Input[str],
+          region: str) -> aws.kms.Alias:
+    """An alias the worker moves to successor keys: a later ``pulumi up`` must never move it back."""
+    return aws.kms.Alias(resource_name, name=alias_name, target_key_id=target_key_id, region=region,
+                         opts=pulumi.ResourceOptions(parent=parent, ignore_changes=["targetKeyId"]))
+
+
+def replicas(parent: pulumi.Resource, name: str, primary: aws.kms.Key, regions: tuple[str, ...], policy: str,
+             deletion_window_days: int, description: str) -> dict[str, aws.kms.ReplicaKey]:
+    """One ReplicaKey per DR region, each with the key policy (AWS does not sync replica policies)."""
+    return {region: aws.kms.ReplicaKey(
+        f"{name}-{region}", primary_key_arn=primary.arn, region=region, policy=policy,
+        deletion_window_in_days=deletion_window_days, description=f"{description} (replica in {region})",
+        tags=key_tags(name), opts=pulumi.ResourceOptions(parent=parent)) for region in regions}
