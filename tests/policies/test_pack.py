@@ -11,6 +11,7 @@ server and blocks (policies/pack/__main__.py).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 from pathlib import Path
 
@@ -383,3 +384,48 @@ def test_through_pulumi_policys_own_analyzer(key_policy: str) -> None:
     assert analyze(key(rotationPeriodInDays=120, policy=key_policy)) == [("kms-rotation", mandatory)]
     assert analyze(crypto_key(protect=False)) == [("gcp-protect", mandatory)]
     assert analyze(crypto_key()) == []
+
+
+@pytest.fixture(scope="module")
+def dev_graph():
+    """The stack's own program (stacks/) with Pulumi.dev.yaml, run under Pulumi's mocks (keystead.stacks.offline)."""
+    pytest.importorskip("pulumi_aws")
+    from keystead.stacks import offline, program
+
+    base = program.project_dir(ROOT)
+    project, values, secrets = offline.load_stack_config(base, "dev")
+    return offline.run(lambda: program.main(base), stack="dev", project=project, config=values, secret_keys=secrets)
+
+
+def test_crossguard_passes_the_example_stack_and_flags_it_broken(pack, dev_graph) -> None:
+    """Resource policies see each resource's inputs (as in Analyze), the stack policy the mocks' outputs (as in
+    AnalyzeStack: ``PolicyResource.props`` are outputs), through pulumi-policy's own argument objects."""
+    records = [r for r in dev_graph.records if r.custom]
+
+    def run_all(records, drop_replicas: bool = False) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for r in records:
+            res = Resource(r.type, r.name, r.props, r.protect)
+            found += [(name, r.name) for name, msgs in run_resource(pack, res).items() for _ in msgs]
+        stack = [pp.PolicyResource(r.type, {**r.props, **r.outputs}, r.urn, r.name, _opts(r.protect), None, None,
+                                   [], {}) for r in records
+                 if not (drop_replicas and r.type == checks.REPLICA_KEY)]
+        urns = {r.urn: r.name for r in records}
+        pack["kms-replica"].validate(pp.StackValidationArgs(stack),
+                                     lambda m, urn=None: found.append(("kms-replica", urns.get(urn, "?"))))
+        return found
+
+    assert any(r.type == checks.REPLICA_KEY for r in records) and any(r.type == checks.GCP_CRYPTO_KEY for r in records)
+    assert run_all(records) == []
+    broken = []
+    for r in records:
+        if r.type == checks.GCP_CRYPTO_KEY:
+            r = dataclasses.replace(r, protect=False)
+        elif r.type == checks.KEY and r.props.get("enableKeyRotation"):
+            r = dataclasses.replace(r, props={**r.props, "rotationPeriodInDays": 365.0})
+        broken.append(r)
+    found = run_all(broken, drop_replicas=True)
+    rules_found = {rule for rule, _name in found}
+    assert rules_found == {"gcp-protect", "kms-rotation", "kms-replica"}
+    multi = {r.name for r in records if r.type == checks.KEY and r.props.get("multiRegion")}
+    assert {name for rule, name in found if rule == "kms-replica"} == multi
