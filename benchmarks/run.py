@@ -2,9 +2,12 @@
 
     python -m benchmarks.run --out docs/benchmarks.md [--quick]
     python -m benchmarks.run --only aws [--out docs/benchmarks.md] [--quick]
+    python -m benchmarks.run --only scale [--out docs/benchmarks.md] [--quick]
 
 ``--only aws`` measures the AWS rewrap section alone (benchmarks/aws.py, about a minute) and
 prints it, or, with ``--out``, replaces that section of an existing report in place.
+``--only scale`` measures the scale-out sections (benchmarks/scale.py: workers on PostgreSQL,
+the whole rotate command; a few minutes) and replaces them in --out (docs/benchmarks.md).
 
 Each measured rotation runs in its own process (seeded by another), so peak
 RSS is that rotation's alone. Baselines are measured in the same run on the
@@ -29,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import benchmarks.aws
-from benchmarks import baselines
+from benchmarks import baselines, scale
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="the report (default docs/benchmarks.md; with --only: print)")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not the reported figures)")
-    ap.add_argument("--only", choices=["aws"], help="measure one section only (see above)")
+    ap.add_argument("--only", choices=["aws", "scale"], help="measure one section only (see above)")
     args = ap.parse_args(argv)
     if args.only == "aws":
         new = aws_section(args.quick, alone=True)
@@ -119,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     started = datetime.now(UTC)
+    scale_section = _scale(args.quick, log)
+    if args.only == "scale":
+        out = Path(args.out)
+        old = out.read_text() if out.exists() else "# keystead benchmarks\n\n" + READING + "\n"
+        out.write_text(scale.splice(old, scale_section, READING))
+        log(f"wrote the scale-out sections of {args.out}")
+        return 0
     log("raw AES-GCM rewrap, one core")
     raw = median_rate(baselines.aes_gcm_rewrap_rate, 50_000 if args.quick else 300_000)
     sqlite, single = [], []
@@ -144,11 +154,19 @@ def main(argv: list[str] | None = None) -> int:
     log("AWS rewrap: ReEncrypt against the 40 ms KMS stand-in (benchmarks/aws.py)")
     aws = aws_section(args.quick)
     report = render(started, raw, sqlite, single, dir_run, bare, dir_small, sqlite_small, sops, quick=args.quick)
-    report = report.replace(READING, startup_section(startup) + aws + READING, 1)
+    report = report.replace(READING, startup_section(startup) + aws + scale_section + "\n" + READING, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)
     log(f"wrote {args.out}")
     return 0
+
+
+def _scale(quick: bool, log) -> str:
+    """Several workers on PostgreSQL (100,000 envelopes) and the whole rotate command (50,000)."""
+    n, repeat = (10_000, 1) if quick else (100_000, REPEAT)
+    workers = scale.measure_workers(n, (1, 2, 3), repeat, log)
+    command = scale.measure_command(5_000 if quick else 50_000, repeat, log)
+    return scale.render(workers, command)
 
 
 def aws_section(quick: bool, *, alone: bool = False) -> str:

@@ -53,6 +53,8 @@ class RotationConfig:
     misfire_grace_seconds: int = 300
     parallel: int = 2
     parallel_above: int = 200_000
+    lane_size: int = 50_000
+    lease_seconds: int = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +201,28 @@ def _profile(r: _Reader, name: str, entry: object, keys: Mapping[str, KeyConfig]
     missing = [n for n in names if n not in keys]
     if missing:
         raise r.fail(f"{where}.keys", f"unknown key(s) {', '.join(missing)} (declared: {', '.join(keys) or 'none'})")
-    store = r.get(entry, "store", str, where)
+    store = _from_env(r, r.get(entry, "store", str, where), f"{where}.store")
     if store is not None:
         _check_store(r, store, f"{where}.store")
     return names, store
+
+
+ENV_URL = "env:"
+"""``store = "env:NAME"``: the URL is the value of the environment variable NAME (the password stays
+out of the file: a Kubernetes Secret, a systemd EnvironmentFile)."""
+
+
+def _from_env(r: _Reader, url: str | None, where: str) -> str | None:
+    """``url``, or the value of the variable an ``env:NAME`` URL names."""
+    if url is None or not url.startswith(ENV_URL):
+        return url
+    name = url[len(ENV_URL):].strip()
+    value = os.environ.get(name, "").strip() if name else ""
+    if not value:
+        raise r.fail(where, f"{url!r}: the environment variable {name or '(no name)'} is not set or empty")
+    if value.startswith(ENV_URL):
+        raise r.fail(where, f"{url!r}: the environment variable {name} names another variable")
+    return value
 
 
 def _check_store(r: _Reader, store: str, where: str) -> None:
@@ -237,9 +257,11 @@ def parse_config(path: Path, text: str, *, profile: str | None = None) -> Config
         check_name(vault_name, "vault name")
     except KeysteadError as exc:
         raise r.fail("[vault].name", str(exc)) from None
-    store = r.get(vault, "store", str, "[vault]", "sqlite:///.keystead/vault.db")
+    store = _from_env(r, r.get(vault, "store", str, "[vault]", "sqlite:///.keystead/vault.db"), "[vault].store")
+    assert store is not None  # it has a default
     _check_store(r, store, "[vault].store")
-    state = r.get(vault, "state", str, "[vault]", "sqlite:///.keystead/state.db")
+    state = _from_env(r, r.get(vault, "state", str, "[vault]", "sqlite:///.keystead/state.db"), "[vault].state")
+    assert state is not None
 
     providers = _providers(r, doc)
     keys_doc = r.table(doc, "keys", "")
@@ -280,6 +302,8 @@ def parse_config(path: Path, text: str, *, profile: str | None = None) -> Config
         misfire_grace_seconds=r.int_in(rot, "misfire_grace_seconds", "[rotation]", 300, 1, 86400),
         parallel=r.int_in(rot, "parallel", "[rotation]", 2, 1, 64),
         parallel_above=r.int_in(rot, "parallel_above", "[rotation]", 200_000, 0, 10**9),
+        lane_size=r.int_in(rot, "lane_size", "[rotation]", 50_000, 1, 10**9),
+        lease_seconds=r.int_in(rot, "lease_seconds", "[rotation]", 60, 2, 3600),
     )
     if "vault" not in doc and "keys" not in doc:  # an empty (or all-comment) file is a mistake, not a vault
         raise ConfigError(f"{path}: has no [vault] and no [keys] table: run `keystead init` to write one")

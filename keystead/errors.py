@@ -21,7 +21,9 @@ The command line maps each family to a one-line message and an exit code
     │   └── StoreUnavailable         7  transient: the database server unreachable, gone or
     │                                   timed out; nothing half-written, retried next sweep
     ├── RotationError                8  rotation state database or state machine
-    │   ├── RotationBusy             8  another worker holds the key's rotation lock
+    │   ├── LeaseLost                8  this worker's lane (or key) lease expired and another
+    │   │                               took it: that lane stops, nothing in hand is written
+    │   ├── RotationBusy             8  another worker holds the key's lease (a transition)
     │   └── StateDBError             8  the state database itself failed: the whole sweep stops
     ├── AuditError                   9  the audit log's hash chain is broken
     ├── PolicyError                 10  an IAM spec or policy document is invalid

@@ -15,8 +15,11 @@ resumes from the last recorded state:
   cloud's two calls never makes two keys); while the provider says a version
   is pending, wait. If the primary already moved, take it as ``to_version``.
 - *rewrapping*: every store the config names (the base store and each
-  profile's) is cut into lanes (name ranges with durable cursors; one lane
-  per store unless the backlog is large). Per batch: read the slots behind;
+  profile's) is cut into lanes (name ranges with durable cursors, about
+  ``lane_size`` slots each; one lane for a small store). The key's lease is
+  released: every worker that finds the key rewrapping claims lanes (an
+  owner and a lease per lane) and works them until none is left; the one
+  that then takes the lease back verifies. Per batch: read the slots behind;
   ``rewrap_many`` gives one result per slot, each with its own version (the
   payload is never read); commit the old wrapped keys as a backup; swap the
   new ones in with a compare-and-swap per slot; move the lane's cursor.
@@ -36,6 +39,11 @@ resumes from the last recorded state:
   :mod:`~keystead.rotation.retire`.
 
 Every step and every batch is one record in the audit log.
+
+The key's *lease* (a row in the state database with an owner and an
+expiry, renewed while held; :mod:`keystead.rotation.state.locks`) guards the
+transitions only: plan, rotate, verify, retire. A worker killed in one
+blocks the key for at most ``lease_seconds``.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from keystead.clock import epoch, iso
+from keystead.clock import Clock, epoch, iso, utcnow
 from keystead.config import KeyConfig
 from keystead.errors import (
     KeysteadError,
@@ -60,7 +68,7 @@ from keystead.errors import (
     StoreUnavailable,
 )
 from keystead.providers import ManagedKey, RotationKind
-from keystead.rotation import planner, retire, rewrap
+from keystead.rotation import metrics, planner, retire, rewrap
 from keystead.rotation.state import (
     DONE,
     PLANNED,
@@ -68,9 +76,11 @@ from keystead.rotation.state import (
     REWRAPPING,
     ROTATED,
     VERIFIED,
+    KeyLease,
     Rotation,
     StateDB,
     StateDBError,
+    owner_id,
 )
 from keystead.rotation.stores import StoreSet, behind
 
@@ -96,10 +106,11 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     BLOCKED = "blocked"  # verified, but an old version is still held: someone must look
     BUSY = "busy"
+    HELPED = "helped"  # rewrapped lanes of a rotation whose next transition another worker holds
     UNREADABLE = "unreadable"  # finished, but some envelopes could not be rewrapped
 
 
-OK_OUTCOMES = frozenset({Outcome.DONE, Outcome.IDLE, Outcome.WAITING, Outcome.PAUSED})
+OK_OUTCOMES = frozenset({Outcome.DONE, Outcome.IDLE, Outcome.WAITING, Outcome.PAUSED, Outcome.HELPED})
 FAILED_OUTCOMES = frozenset({Outcome.FAILED, Outcome.BLOCKED, Outcome.BUSY, Outcome.UNREADABLE})
 
 
@@ -147,11 +158,17 @@ def capped(names: list[str]) -> dict[str, object]:
     return {"secrets": names[:MAX_AUDIT_NAMES], "count": len(names)}
 
 
+class _Handed(Exception):
+    """The lanes are done and another worker took the key's lease first: it verifies."""
+
+
 class Engine:
     """Rotates the keys of one open vault, across every store its config names, with its state database.
 
-    ``now`` is the clock for everything (due dates, grace, timestamps), so
-    ``--as-of`` and tests move time without sleeping. ``stop`` is checked
+    ``now`` is the time of the sweep (due dates, grace, timestamps), so
+    ``--as-of`` and tests move time without sleeping. Leases run on
+    ``lease_clock`` (the wall clock unless injected): they expire in real
+    time whatever ``now`` says. ``owner`` names this process in every lease. ``stop`` is checked
     between batches: set it (SIGTERM) and the engine finishes the current
     batch and returns with outcome ``paused``.
     """
@@ -159,7 +176,8 @@ class Engine:
     def __init__(self, vault: Vault, state: StateDB, *, now: datetime, progress: Progress | None = None,
                  stop: threading.Event | None = None, rng: random.Random | None = None,
                  on_event: Callable[[str, dict[str, Any]], None] | None = None,
-                 stores: StoreSet | None = None) -> None:
+                 stores: StoreSet | None = None, owner: str | None = None,
+                 lease_clock: Clock = utcnow) -> None:
         self.vault = vault
         self.state = state
         self.now = now
@@ -168,9 +186,21 @@ class Engine:
         self.stop = stop or threading.Event()
         self.rng = rng or random.Random()
         self.on_event = on_event
+        self.count = metrics.process_counter(vault.config)  # None unless the worker serves metrics
         self.stores = stores or StoreSet(vault)
+        self.owner = owner or owner_id()
+        self.lease_clock = lease_clock
+        self.lease: KeyLease | None = None
         self._passes: dict[int, int] = {}
         self._waiting: str | None = None
+
+    def lease_now(self) -> float:
+        """Now on the lease clock, in epoch seconds."""
+        return epoch(self.lease_clock())
+
+    def key_lease(self, ref: str, name: str) -> KeyLease:
+        return self.state.lease(f"rotation:{ref}", what=f"rotation of key {name}", owner=self.owner,
+                                seconds=float(self.settings.lease_seconds), clock=self.lease_clock)
 
     def close(self) -> None:
         self.stores.close()
@@ -190,7 +220,10 @@ class Engine:
         self.vault.audit.append(f"rotation.{action}", key=key, result=result, **details)
         fields = " ".join(f"{k}={v}" for k, v in details.items())
         log.log(logging.WARNING if result != "ok" else logging.INFO,
-                "rotation.%s key=%s result=%s %s", action, key, result, fields)
+                "rotation.%s key=%s result=%s %s", action, key, result, fields,
+                extra={"keystead": {"event": f"rotation.{action}", "key": key, "result": result, **details}})
+        if self.count is not None:
+            self.count(action, key, result, details)
         if self.on_event:
             self.on_event(action, {"key": key, "result": result, **details})
 
@@ -223,8 +256,7 @@ class Engine:
             return KeyResult(name, Outcome.FAILED, message=msg)
         self._waiting = None
         try:
-            with self.state.lock(f"rotation:{kc.ref}", what=f"rotation of key {name}"):
-                return self._drive(name, key, force=force)
+            return self._with_lease(name, key, force=force)
         except RotationBusy as exc:
             return KeyResult(name, Outcome.BUSY, message=str(exc))
         except StateDBError:
@@ -262,6 +294,49 @@ class Engine:
             return None
 
     # -- driving one key -------------------------------------------------------------
+    def _with_lease(self, name: str, key: ManagedKey, *, force: bool) -> KeyResult:
+        """Take the key's lease and drive it; if another worker holds it and the key is rewrapping,
+        help with its lanes first (then drive on if the lease is free by then)."""
+        lease = self.key_lease(key.ref, name)
+        if not lease.acquire():
+            rot = self.state.latest(name)
+            if rot is None or rot.state != REWRAPPING or force:
+                raise lease.busy()
+            rewrap.work_lanes(self, key, rot)
+            if not self._take_back(lease, rot):
+                if self.stop.is_set():
+                    return KeyResult(name, Outcome.PAUSED, state=rot.state,
+                                     message="stopped; resumes on the next sweep")
+                return self._helped(name, self.state.latest(name))
+        self.lease = lease
+        try:
+            with lease.kept():
+                return self._drive(name, key, force=force)
+        except _Handed:
+            if self.stop.is_set():
+                return KeyResult(name, Outcome.PAUSED, state=REWRAPPING, message="stopped; resumes on the next sweep")
+            return self._helped(name, self.state.latest(name))
+        finally:
+            self.lease = None
+
+    def _take_back(self, lease: KeyLease, rot: Rotation) -> bool:
+        """Once the lanes are done: take the key's lease to verify. While another worker holds it,
+        wait (its lease is renewed while it lives, and expires if it died) unless it moves the
+        rotation on meanwhile: then False, and that worker carries on."""
+        while not lease.acquire():
+            now = self.state.latest(rot.key)
+            if self.stop.is_set() or now is None or now.id != rot.id or now.state != REWRAPPING:
+                return False
+            self.stop.wait(min(1.0, self.settings.lease_seconds / 4))
+        return True
+
+    def _helped(self, name: str, rot: Rotation | None) -> KeyResult:
+        holder = self.key_lease(rot.ref if rot else "", name).holder() if rot else None
+        who = f" ({holder.owner})" if holder else ""
+        return KeyResult(name, Outcome.HELPED, state=rot.state if rot else None, rewrapped=rot.rewrapped if rot else 0,
+                         message=f"key {name}: helped rewrap rotation {rot.id if rot else '?'}; "
+                                 f"another worker{who} holds its next step")
+
     def _drive(self, name: str, key: ManagedKey, *, force: bool) -> KeyResult:
         ref = key.ref
         retire.purge(self, name, key)  # first: a disabled version something needs is restored before any rewrap
@@ -298,6 +373,9 @@ class Engine:
             if self.stop.is_set():
                 return KeyResult(name, Outcome.PAUSED, state=rot.state,
                                  message="stopped; resumes on the next sweep", rewrapped=rot.rewrapped)
+            if self.lease is not None and self.lease.lost.is_set():
+                raise RotationBusy(f"key {name}: this worker's lease on its transitions expired and another "
+                                   "worker took it; that one carries on")
             before = rot
             rot = steps[rot.state](key, rot)
             if rot.state == before.state and rot.state != REWRAPPING:
@@ -370,9 +448,22 @@ class Engine:
         return rot
 
     def _rewrap(self, key: ManagedKey, rot: Rotation) -> Rotation:
-        rot = rewrap.rewrap(self, key, rot)
+        """Prepare the lanes under the lease, release it while the lanes are worked (by this worker
+        and any other), take it back to verify."""
+        rot = rewrap.prepare(self, key, rot)
+        lease = self.lease
+        if lease is not None:
+            lease.release()
+        moved = rewrap.work_lanes(self, key, rot)  # on an error the lease stays released: run_key reports it
+        if lease is not None and not self._take_back(lease, rot):
+            raise _Handed()
+        rot = self.state.get(rot.id)
         if self.stop.is_set() or rot.state != REWRAPPING:
             return rot
+        if moved:
+            return rewrap.retarget(self, key, rot, key.describe().primary)
+        if self.state.lanes_left(rot.id, stores=rewrap.store_ids(self)):
+            return rot  # a lane was left (released by a lane process whose slots moved): another round
         return rewrap.verify(self, key, rot)
 
     def another_pass(self, key: ManagedKey, rot: Rotation, why: str) -> Rotation:

@@ -1,18 +1,21 @@
-"""A large rewrap, cut into lanes that processes rewrap side by side.
+"""A large rewrap on every core of one machine: lane processes that claim lanes side by side.
 
-One lane is one range of secret names with its own durable cursor
-(``keystead_lanes``). The worker that holds the key's rotation lock starts
-one process per lane (``spawn``: no SQLite handle or thread is inherited),
-each opening the vault and the state database itself and running the same
-batch loop as a single-process rewrap (:meth:`Engine.rewrap_range`) over its
-range. The store serialises their writes; the CPU work (rewrapping, encoding,
-bookkeeping) runs on every core.
+One lane is one range of secret names with its own durable cursor and lease
+(``keystead_lanes``). With ``parallel = N`` a worker starts N processes
+(``spawn``: no SQLite handle or thread is inherited), each opening the vault
+and the state database itself and running the same claim loop as a
+single-process rewrap (:func:`keystead.rotation.rewrap.claim_loop`): claim a
+lane, rewrap it batch by batch (each commit fenced by its lease), claim the
+next. Each process is a lease owner of its own, exactly like a worker on
+another machine. The store serialises their writes; the CPU work
+(rewrapping, encoding, bookkeeping) runs on every core.
 
 Crash safety is the single-process argument, per lane: each batch is backed
 up, then swapped in with a compare-and-swap per slot, then the lane's cursor
 moves. A lane process whose parent dies (SIGKILL) stops after the batch in
-hand; a restarted worker resumes every unfinished lane from its cursor, and
-a slot rewrapped twice meanwhile is refused by the compare-and-swap.
+hand; its lanes' leases expire and any worker takes them over from their
+cursors, and a slot rewrapped twice meanwhile is refused by the
+compare-and-swap.
 
 The wrapper the parent's vault was opened with (``Vault.open(...,
 wrap_key=...)``: caching, rate limiting, metrics) is handed to every lane
@@ -40,28 +43,27 @@ from keystead.errors import KeysteadError, RotationError
 if TYPE_CHECKING:
     from keystead.providers import KeyWrapper
     from keystead.rotation.engine import Engine
-    from keystead.rotation.state import Lane, Rotation
+    from keystead.rotation.state import Rotation
 
 POLL_SECONDS = 0.25
 
 
-def run_lanes(engine: Engine, rot: Rotation, lanes: list[Lane], store: str) -> None:
-    """Rewrap ``lanes`` (of the store with id ``store``) of ``rot`` in one process each; return when all
-    have ended."""
+def run_lanes(engine: Engine, rot: Rotation, count: int) -> None:
+    """Work the lanes of ``rot`` in ``count`` processes; return when all have ended."""
     ctx = multiprocessing.get_context("spawn")
     config = engine.vault.config
     wrap_key = engine.vault.wrap_key
     divided = getattr(wrap_key, "divided", None)  # a rate limit: each lane gets its share of the rate
     if callable(divided):
-        wrap_key = divided(len(lanes))
+        wrap_key = divided(count)
     procs = [
         ctx.Process(
             target=lane_main,
-            args=(str(config.path), config.profile, rot.id, lane.lane, store, engine.now.timestamp(), os.getpid(),
+            args=(str(config.path), config.profile, rot.id, engine.now.timestamp(), os.getpid(),
                   _log_level(), wrap_key),
-            name=f"keystead-lane-{lane.lane}",
+            name=f"keystead-lane-process-{i}",
         )
-        for lane in lanes
+        for i in range(count)
     ]
     for p in procs:
         p.start()
@@ -96,21 +98,21 @@ def _log_level() -> int:
     return logger.getEffectiveLevel() if logger.handlers else logging.CRITICAL + 1
 
 
-def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: int, store: str,
-              now: float, parent_pid: int, log_level: int = logging.CRITICAL + 1,
-              wrap_key: KeyWrapper | None = None) -> None:
+def lane_main(config_path: str, profile: str | None, rotation_id: int, now: float, parent_pid: int,
+              log_level: int = logging.CRITICAL + 1, wrap_key: KeyWrapper | None = None) -> None:
     """Entry point of one lane process: the same vault (opened through ``Vault.open``, so the same
-    key wrappers) and the same batch loop as in-process, over one lane of one store."""
+    key wrappers) and the same claim loop as in-process."""
     from keystead.config import load_config
+    from keystead.logs import formatter
     from keystead.providers import identity
     from keystead.rotation.engine import LOG_DATE_FORMAT, LOG_FORMAT, Engine
-    from keystead.rotation.rewrap import rewrap_range
+    from keystead.rotation.rewrap import claim_loop, store_ids
     from keystead.rotation.state import StateDB
     from keystead.vault import Vault
 
     if log_level <= logging.CRITICAL:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        handler.setFormatter(formatter(LOG_FORMAT, LOG_DATE_FORMAT))  # --log-format json: JSON here too
         logger = logging.getLogger("keystead.rotation")
         logger.addHandler(handler)
         logger.setLevel(log_level)
@@ -123,21 +125,18 @@ def lane_main(config_path: str, profile: str | None, rotation_id: int, lane_no: 
     try:
         with Vault.open(config, wrap_key=wrap_key if wrap_key is not None else identity) as vault:
             rot = state.get(rotation_id)
-            lane = next(x for x in state.lanes(rotation_id) if x.lane == lane_no)
             key = vault.keys[rot.key]
             engine = Engine(vault, state, now=datetime.fromtimestamp(now, UTC), stop=stop)
             try:
-                moved = rewrap_range(engine, key, rot, store=engine.stores.get(store), sid=store, lane=lane)
+                claim_loop(engine, key, rot, store_ids(engine))
             finally:
                 engine.close()
-            if not stop.is_set() and not moved:
-                state.finish_lane(rotation_id, lane_no)
     except KeysteadError as exc:
-        state.update(rotation_id, now=datetime.now(UTC), error=f"lane {lane_no}: {exc}")
+        state.update(rotation_id, now=datetime.now(UTC), error=f"lane process {os.getpid()}: {exc}")
         raise SystemExit(1) from None
     except Exception as exc:  # a bug: say its type (never its message, which may quote data)
         state.update(rotation_id, now=datetime.now(UTC),
-                     error=f"lane {lane_no}: internal error ({type(exc).__name__})")
+                     error=f"lane process {os.getpid()}: internal error ({type(exc).__name__})")
         raise SystemExit(1) from None
     finally:
         state.close()

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypedDict
 
-from keystead.clock import iso_or_none
+from keystead.clock import from_epoch, iso_or_none
 from keystead.errors import KeysteadError
 from keystead.providers import RotationKind
-from keystead.rotation.state import Rotation, StateDB
+from keystead.rotation.state import Holder, Lane, Rotation, StateDB
 from keystead.rotation.stores import StoreSet, behind
 
 if TYPE_CHECKING:
@@ -73,6 +73,10 @@ class KeyPlan:
     """Stores that could not be counted (their slots are not in the figures)."""
     unreadable: tuple[tuple[str, str], ...] = ()
     """(secret, reason) the latest rotation could not rewrap."""
+    lanes: tuple[Lane, ...] = ()
+    """The active rotation's lanes: who holds each and until when."""
+    lease: Holder | None = None
+    """Who holds the key's lease (its transitions), if anyone."""
 
     def as_dict(self) -> dict[str, object]:
         rot = self.rotation
@@ -104,6 +108,13 @@ class KeyPlan:
                 "error": rot.error,
             },
             "unreadable": [{"secret": s, "reason": r} for s, r in self.unreadable],
+            "lease": None if self.lease is None else {
+                "owner": self.lease.owner, "since": iso_or_none(from_epoch(self.lease.acquired_at)),
+                "until": iso_or_none(from_epoch(self.lease.lease_until) if self.lease.lease_until else None)},
+            "lanes": [{"lane": x.lane, "store": x.store, "start": x.start, "until": x.until, "cursor": x.cursor,
+                       "done": x.done, "rewrapped": x.rewrapped, "owner": x.owner,
+                       "lease_until": iso_or_none(from_epoch(x.lease_until) if x.lease_until else None)}
+                      for x in self.lanes],
             "store_errors": list(self.store_errors),
             "error": self.error,
         }
@@ -135,10 +146,13 @@ def plan_key(vault: Vault, name: str, state: StateDB | None, *, as_of: datetime,
                        "period_days": kc.rotation_period_days}
     latest = state.latest(name) if state is not None else None
     unread = tuple((u.secret, u.reason) for u in state.unreadable_slots(latest.id)) if latest and state else ()
+    lanes = tuple(state.lanes(latest.id)) if state is not None and latest is not None and latest.active else ()
+    lease = state.holder(f"rotation:{kc.ref}") if state is not None else None
     key = vault.keys.get(name)
     if key is None:
         err = vault.key_errors.get(name)
-        return KeyPlan(**base, action=ERROR, rotation=latest, error=str(err) if err else "key not opened")
+        return KeyPlan(**base, action=ERROR, rotation=latest, error=str(err) if err else "key not opened",
+                       lanes=lanes, lease=lease)
     owned = stores is None
     stores = stores or StoreSet(vault)
     try:
@@ -174,7 +188,7 @@ def plan_key(vault: Vault, name: str, state: StateDB | None, *, as_of: datetime,
         next_due=next_due, due=due, behind=lag, slots=slots, version_counts=counts,
         live_versions=info.live_versions, rotation=latest, to_rewrap=to_rewrap, estimated_seconds=to_rewrap / rate,
         store_errors=tuple(f"{stores.label(sid)}: {why}" for sid, why in proof.unreachable.items()),
-        unreadable=unread,
+        unreadable=unread, lanes=lanes, lease=lease,
     )
 
 

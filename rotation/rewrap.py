@@ -1,46 +1,72 @@
 """The rewrap of one key across every store, in lanes, and its verification.
 
 A *lane* is a range of secret names of one store with a durable cursor
-(``keystead_lanes``). Every store gets one lane; a store with a large
-backlog on the first pass is cut into ``parallel`` lanes that processes
-rewrap side by side (:mod:`keystead.rotation.lanes`). The batch loop of a
-lane (:func:`rewrap_range`):
+(``keystead_lanes``). A store's backlog on the first pass is cut into lanes
+of about ``lane_size`` slots (50,000), at least ``parallel`` of them when the
+backlog is above ``parallel_above``; a small store is one lane. Workers
+*claim* lanes (:meth:`StateDB.claim_lane`: an owner and a lease) and work
+them until none is left (:func:`work_lanes`); every worker of every machine
+that finds the key rewrapping does the same, and a local worker may run
+``parallel`` lane processes (:mod:`keystead.rotation.lanes`). The batch loop
+of a lane (:func:`rewrap_range`):
 
 1. read the next slots behind the target version after the cursor;
 2. ``rewrap_many``: one result per slot, a new wrapped key with its own
    version (a cloud key that moved mid-batch puts slots on a newer version:
    each is written with its own, and the rotation retargets), or a
    decryption failure (the slot is recorded unreadable and skipped);
-3. one state commit: this batch's old wrapped keys as a backup, and the
-   bookkeeping of the batch before;
+3. one state commit, *fenced* by the lane's owner: this batch's old wrapped
+   keys as a backup, the bookkeeping of the batch before, the lease renewed,
+   the batch logged. Zero rows fenced means the lease was lost (it expired
+   and another worker took the lane): the lane stops before touching the
+   store;
 4. ``replace_slots``: a compare-and-swap per slot on the version and the
    bytes read, so a secret re-set meanwhile keeps its new slot;
 5. move the cursor.
 
 A crash between any two steps leaves a state from which the batch is simply
 done again. A transient provider failure (``ProviderUnavailable``) is raised
-for the whole batch before anything is written: the key pauses.
+for the whole batch before anything is written: the key pauses. A transient
+state database failure (a dropped connection, a timeout) is retried with
+backoff; the lane resumes from its durable cursor.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import math
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from keystead.clock import epoch
+from keystead.config import RotationConfig
 from keystead.crypto import open_with_dek, unwrap_slot
 from keystead.envelope import Envelope, Slot
 from keystead.errors import DecryptError, KeysteadError, NotFoundError, ProviderError
 from keystead.providers import ManagedKey, Wrapped
-from keystead.rotation.state import REWRAPPING, VERIFIED, Batch, FailedSlot, Lane, Rotation
+from keystead.rotation.state import REWRAPPING, VERIFIED, Batch, FailedSlot, Lane, LeaseLost, Rotation, StateDBError
 from keystead.rotation.stores import behind
 from keystead.stores import Store
 from keystead.stores.base import DAMAGED, SlotUpdate
 
 if TYPE_CHECKING:
     from keystead.rotation.engine import Engine
+
+log = logging.getLogger("keystead.rotation")
+MAX_LANES = 10_000
+RETRIES = 8
+"""Transient state database failures in a row before the rewrap gives up; backoff 0.1 s doubling to 5 s,
+with jitter."""
+
+
+def lane_count(settings: RotationConfig, backlog: int) -> int:
+    """How many lanes a store's first-pass backlog is cut into."""
+    parts = math.ceil(backlog / settings.lane_size) if backlog > settings.lane_size else 1
+    if settings.parallel >= 2 and backlog >= max(settings.parallel_above, 2 * settings.batch_size):
+        parts = max(parts, settings.parallel)
+    return min(parts, MAX_LANES)
 
 
 def make_lanes(engine: Engine, key: ManagedKey, rot: Rotation, *, first_pass: bool) -> None:
@@ -52,52 +78,105 @@ def make_lanes(engine: Engine, key: ManagedKey, rot: Rotation, *, first_pass: bo
         if sid in have:
             continue
         points: list[str] = []
-        if first_pass and settings.parallel >= 2:
+        if first_pass:
             # One store: the backlog counted when the rotation reached "rotated" (no second GROUP BY).
             backlog = rot.total if single else behind(store.version_counts(key.ref), rot.to_version)
-            if backlog >= max(settings.parallel_above, 2 * settings.batch_size):
-                points = store.split_points(key.ref, settings.parallel)
+            parts = lane_count(settings, backlog)
+            if parts > 1:
+                points = store.split_points(key.ref, parts)
         engine.state.create_lanes(rot.id, points, store=sid)
 
 
-def rewrap(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
-    """Rewrap every store's unfinished lanes; retarget if the key moved to a newer version."""
+def prepare(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
+    """Under the key's lease, before the lanes are worked: retarget if the key moved to a newer
+    version, and make every reachable store's lanes."""
     primary = key.describe().primary
     if primary != rot.to_version:
-        rot = _retarget(engine, key, rot, primary)
+        rot = retarget(engine, key, rot, primary)
     make_lanes(engine, key, rot, first_pass=rot.passes <= 1)
+    return rot
+
+
+def rewrap(engine: Engine, key: ManagedKey, rot: Rotation) -> Rotation:
+    """One worker's whole rewrap (prepare, work every lane); retarget if the key moved."""
+    rot = prepare(engine, key, rot)
+    moved = work_lanes(engine, key, rot)
+    rot = engine.state.get(rot.id)
+    if moved and not engine.stop.is_set():
+        rot = retarget(engine, key, rot, key.describe().primary)
+    return rot
+
+
+def store_ids(engine: Engine) -> list[str]:
+    """The ids lanes of reachable stores carry ('' for the active store's pre-v2 lanes)."""
+    ids = [sid for sid, _store in engine.stores.reachable()]
+    return [*ids, ""] if engine.stores.active in ids else ids
+
+
+def work_lanes(engine: Engine, key: ManagedKey, rot: Rotation) -> bool:
+    """Claim and rewrap lanes of ``rot`` until every lane of every reachable store is done (waiting
+    while other workers hold the last ones: if one dies, its lease expires and this worker takes the
+    lane over). True if some slot landed on a version newer than the target (the caller retargets)."""
     if rot.passes <= 1:
         todo = max(0, rot.total - rot.rewrapped)  # counted at "rotated": no full count per resume
     else:
         todo = behind(engine.stores.prove(key.ref).counts, rot.to_version)  # counts: every store, summed
+    stores = store_ids(engine)
+    settings = engine.settings
     engine.progress.start(rot.key, todo)
-    moved = False
     try:
-        for sid, store in engine.stores.reachable():
-            lanes = [lane for lane in engine.state.lanes(rot.id)
-                     if engine.stores.resolve(lane.store) == sid and not lane.done]
-            if len(lanes) > 1 and engine.settings.parallel > 1:
-                from keystead.rotation.lanes import run_lanes
+        left = engine.state.lanes_left(rot.id, stores=stores)
+        if settings.parallel > 1 and left > 1 and todo >= settings.parallel_above:
+            from keystead.rotation.lanes import run_lanes
 
-                run_lanes(engine, rot, lanes, sid)
-            else:
-                for lane in lanes:
-                    if engine.stop.is_set():
-                        break
-                    moved = rewrap_range(engine, key, rot, store=store, sid=sid, lane=lane) or moved
-                    if not engine.stop.is_set() and not moved:
-                        engine.state.finish_lane(rot.id, lane.lane)
-            if engine.stop.is_set() or moved:
-                break
+            run_lanes(engine, rot, min(settings.parallel, left))
+            return False
+        return claim_loop(engine, key, rot, stores)
     finally:
         engine.progress.finish()
-    rot = engine.state.get(rot.id)
-    if moved and not engine.stop.is_set():
-        rot = _retarget(engine, key, rot, key.describe().primary)
-    return rot
 
 
-def _retarget(engine: Engine, key: ManagedKey, rot: Rotation, primary: str) -> Rotation:
+def claim_loop(engine: Engine, key: ManagedKey, rot: Rotation, stores: list[str]) -> bool:
+    """This process's part of the rewrap: claim a lane, rewrap it (fenced), mark it done; again.
+
+    A lost lease stops that lane only; a transient state database failure is retried with backoff
+    (up to :data:`RETRIES` in a row) and the claim gives this owner its own lane back, from its
+    cursor. An unavailable store (``StoreUnavailable``: its transaction was rolled back) pauses the
+    key instead; the next sweep resumes from the cursors."""
+    state, owner, seconds = engine.state, engine.owner, float(engine.settings.lease_seconds)
+    failures = 0
+    while not engine.stop.is_set():
+        lane: Lane | None = None
+        try:
+            lane = state.claim_lane(rot.id, owner=owner, now=engine.lease_now(), seconds=seconds, stores=stores)
+            if lane is None:
+                if not state.lanes_left(rot.id, stores=stores):
+                    return False
+                engine.stop.wait(min(1.0, seconds / 4))  # others hold the rest: wait for them or their expiry
+                continue
+            log.info("lane.claim rotation=%s lane=%s owner=%s cursor=%s", rot.id, lane.lane, owner,
+                     lane.cursor or "(start)")
+            sid = engine.stores.resolve(lane.store)
+            moved = rewrap_range(engine, key, rot, store=engine.stores.get(sid), sid=sid, lane=lane, owner=owner)
+            if moved or engine.stop.is_set():
+                state.release_lane(rot.id, lane.lane, owner=owner)
+                return moved
+            state.finish_lane(rot.id, lane.lane, owner=owner)
+            failures = 0
+        except LeaseLost as exc:
+            log.warning("lane.lost rotation=%s lane=%s owner=%s: %s; this lane stops here", rot.id,
+                        lane.lane if lane else "?", owner, exc)
+        except StateDBError as exc:  # an unavailable *store* pauses the key instead (the next sweep resumes)
+            failures += 1
+            if not exc.transient or failures > RETRIES:
+                raise
+            pause = min(5.0, 0.1 * 2 ** (failures - 1)) * (0.5 + engine.rng.random())
+            log.warning("state.retry attempt=%d in=%.2fs: %s", failures, pause, exc)
+            engine.stop.wait(pause)
+    return False
+
+
+def retarget(engine: Engine, key: ManagedKey, rot: Rotation, primary: str) -> Rotation:
     """The key got a newer version outside this rotation (by hand, an alias moved, the cloud's own
     schedule, a lost state database): rewrap to that one instead, from the start of every store."""
     if primary == rot.to_version:
@@ -114,9 +193,14 @@ _VERSION = itemgetter(1)  # a SlotRow's version
 _TARGET = itemgetter(2)  # a SlotUpdate's new version
 
 
-def rewrap_range(engine: Engine, key: ManagedKey, rot: Rotation, *, store: Store, sid: str, lane: Lane) -> bool:
-    """The batch loop over one lane. True if some slot landed on a version newer than the target."""
+def rewrap_range(engine: Engine, key: ManagedKey, rot: Rotation, *, store: Store, sid: str, lane: Lane,
+                 owner: str | None = None) -> bool:
+    """The batch loop over one lane. True if some slot landed on a version newer than the target.
+
+    With ``owner`` every batch commit is fenced by the lane's lease and renews it (LeaseLost when
+    another worker holds the lane now)."""
     ref, to, rid = key.ref, rot.to_version, rot.id
+    seconds = float(engine.settings.lease_seconds)
     assert to is not None
     state, vault_name, batch = engine.state, engine.vault.config.vault_name, engine.settings.batch_size
     cursor, until, written_batch, moved = lane.cursor, lane.until, None, False
@@ -150,11 +234,13 @@ def rewrap_range(engine: Engine, key: ManagedKey, rot: Rotation, *, store: Store
             saved = [r for r in live if r.secret not in bad]
         # One commit: this batch's backups (durable before the store is touched) and the
         # bookkeeping of the batch before it.
-        state.record_batch(rid, backups=saved, done=written_batch, now=engine.now, lane=lane.lane, store=sid)
+        at = engine.lease_now()
+        state.record_batch(rid, backups=saved, done=written_batch, now=engine.now, lane=lane.lane, store=sid,
+                           owner=owner, lease_until=at + seconds, at=at)
         written = store.replace_slots(ref, updates) if updates else 0
         cursor = rows[-1].secret
         written_batch = Batch(cursor, written, tuple(failed))
-        extra: dict[str, Any] = {"lane": lane.lane}
+        extra: dict[str, Any] = {"lane": lane.lane, **({"owner": owner} if owner else {})}
         if failed:
             from keystead.rotation.engine import capped
 
@@ -163,7 +249,9 @@ def rewrap_range(engine: Engine, key: ManagedKey, rot: Rotation, *, store: Store
                      unreadable=len(failed), **extra)
         engine.progress.advance(len(rows))
     if written_batch is not None:
-        state.record_batch(rid, backups=(), done=written_batch, now=engine.now, lane=lane.lane, store=sid)
+        at = engine.lease_now()
+        state.record_batch(rid, backups=(), done=written_batch, now=engine.now, lane=lane.lane, store=sid,
+                           owner=owner, lease_until=at + seconds, at=at)
     return moved
 
 

@@ -154,11 +154,14 @@ def test_an_import_is_either_finished_or_interrupted_never_both(sqlite_ws: Works
 @pytest.mark.parametrize("delay", [0.005, 0.015, 0.03, 0.06, 0.1, 0.15])
 def test_ctrl_c_during_start_up_prints_one_line(sqlite_ws: Workspace, delay: float) -> None:
     # A real SIGINT, timed from inside the process so that it lands while keystead is still
-    # importing (the interpreter's own start-up, before any keystead code, is Python's to handle).
-    # The timer thread is a daemon: the interpreter does not wait for it at exit (a SIGINT that
-    # landed during that wait would be the test's own, not keystead's).
-    code = (f"import os, signal, threading; t = threading.Timer({delay!r}, os.kill, (os.getpid(), signal.SIGINT));"
-            "t.daemon = True; t.start(); from keystead.cli import main; main()")
+    # importing. The interpreter's own start-up and the search for the keystead package on
+    # sys.path (a long site-packages listing) come before any keystead code: they are Python's to
+    # handle, so the clock starts once the (empty) package is found. An interval timer, not a
+    # timer thread: starting a thread waits for it, and a SIGINT landing in that wait would be
+    # the test's own, not keystead's (seen on a loaded machine).
+    code = ("import os, signal, keystead;"
+            "signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGINT));"
+            f"signal.setitimer(signal.ITIMER_REAL, {delay!r}); from keystead.cli import main; main()")
     env = {**os.environ, "KEYSTEAD_CONFIG": str(sqlite_ws.config)}
     r = subprocess.run([sys.executable, "-c", code, "secrets", "list"], capture_output=True, env=env, timeout=30)
     if r.returncode == 0:  # finished first: nothing to say

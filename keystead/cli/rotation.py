@@ -10,6 +10,7 @@ or another worker holds the lock (docs/rotation.md).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from keystead.cli.app import App, Table, err_console, json_option, pass_app, print_json
 from keystead.errors import InputError, NotFoundError, RotationBusy, RotationError
+from keystead.logs import FORMAT_ENV, FORMATS, formatter
 
 if TYPE_CHECKING:  # the rotation package loads only when a command needs it
     from rich.progress import TaskID
@@ -61,17 +63,35 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         pass
 
 
-def _setup_logging() -> None:
-    logger = logging.getLogger("keystead.rotation")
-    if any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        return
-    handler = _StderrHandler()
+log_format_option = click.option(
+    "--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
+    help="Log lines as text (key=value) or JSON (one object a line: time, level, logger, message, key, "
+         "outcome...). Never secret values.")
+
+
+def _setup_logging(log_format: str = "text", *, debug: bool = False) -> None:
+    """Rotation log lines on stderr in ``log_format``: keystead.rotation at INFO (DEBUG with --debug;
+    WARNING on a terminal), APScheduler's warnings in the same format; other libraries stay quiet.
+
+    A JSON format is also put in the environment, so rewrap lanes (child processes) log alike."""
+    if log_format == "json":
+        os.environ[FORMAT_ENV] = log_format
+    else:
+        os.environ.pop(FORMAT_ENV, None)
     from keystead.rotation import LOG_DATE_FORMAT, LOG_FORMAT
 
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if _interactive() else logging.INFO)
-    logger.propagate = False
+    quiet = _interactive() and log_format == "text"
+    levels = {"keystead.rotation": logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
+              "apscheduler": logging.WARNING}
+    for name, level in levels.items():
+        logger = logging.getLogger(name)
+        handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+        if handler is None:
+            handler = _StderrHandler()
+            logger.addHandler(handler)
+        handler.setFormatter(formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+        logger.setLevel(level)
+        logger.propagate = False
 
 
 class BarProgress:
@@ -107,7 +127,8 @@ class LogProgress:
     def start(self, key: str, total: int) -> None:
         self.key, self.total, self.done = key, total, 0
         self.t0 = self.last = time.monotonic()
-        self.log.info("rewrap.start key=%s behind=%d", key, total)
+        self.log.info("rewrap.start key=%s behind=%d", key, total,
+                      extra={"keystead": {"event": "rewrap.start", "key": key, "behind": total}})
 
     def advance(self, n: int) -> None:
         self.done += n
@@ -115,15 +136,19 @@ class LogProgress:
         if now - self.last >= self.every:
             self.last = now
             rate = self.done / max(now - self.t0, 1e-9)
-            self.log.info("rewrap.progress key=%s done=%d total=%d rate=%.0f/s", self.key, self.done, self.total, rate)
+            self.log.info("rewrap.progress key=%s done=%d total=%d rate=%.0f/s", self.key, self.done, self.total, rate,
+                          extra={"keystead": {"event": "rewrap.progress", "key": self.key, "done": self.done,
+                                              "total": self.total, "rate": round(rate, 1)}})
 
     def finish(self) -> None:
         elapsed = time.monotonic() - self.t0
-        self.log.info("rewrap.end key=%s done=%d seconds=%.2f", self.key, self.done, elapsed)
+        self.log.info("rewrap.end key=%s done=%d seconds=%.2f", self.key, self.done, elapsed,
+                      extra={"keystead": {"event": "rewrap.end", "key": self.key, "done": self.done,
+                                          "seconds": round(elapsed, 3)}})
 
 
-def _progress() -> BarProgress | LogProgress:
-    return BarProgress() if _interactive() else LogProgress()
+def _progress(log_format: str = "text") -> BarProgress | LogProgress:
+    return BarProgress() if _interactive() and log_format == "text" else LogProgress()
 
 
 def _check_key(app: App, key: str | None) -> None:
@@ -152,9 +177,15 @@ def _fmt_seconds(s: float) -> str:
     return str(timedelta(seconds=round(s)))
 
 
-def _report(result: SweepResult, as_json: bool) -> None:
+def _report(result: SweepResult, as_json: bool, log_format: str = "text") -> None:
     if as_json:
         print_json({"failed": result.failed, "keys": [r.as_dict() for r in result.keys]})
+    elif log_format == "json":  # stderr stays one JSON object a line (but for a final error line)
+        logger = logging.getLogger("keystead.rotation")
+        for r in result.keys:
+            logger.log(logging.WARNING if r.failed else logging.INFO, "%s %s", r.outcome, r.message,
+                       extra={"keystead": {"key": r.key, "outcome": str(r.outcome), "state": r.state,
+                                           "rewrapped": r.rewrapped}})
     else:
         out = err_console()
         for r in result.keys:  # failures are said once, in the error line below
@@ -178,10 +209,11 @@ def _report(result: SweepResult, as_json: bool) -> None:
 @click.option("--abandon", is_flag=True,
               help="End KEY's unfinished rotation safely: restore from backup any rewrapped slot that does not open.")
 @as_of_option
+@log_format_option
 @json_option
 @pass_app
 def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool, as_of: str | None,
-           as_json: bool) -> None:
+           log_format: str, as_json: bool) -> None:
     """Rotate keys that are due (or KEY), rewrap every envelope, verify, retire old versions."""
     when = parse_as_of(as_of)
     if (force or abandon) and key is None:
@@ -215,11 +247,11 @@ def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool,
         return
     from keystead.rotation import run_once, stop_on_signals
 
-    _setup_logging()
+    _setup_logging(log_format, debug=app.debug)
     stop = threading.Event()
     with stop_on_signals(stop):
-        result = run_once(app.config, as_of=when, only=key, force=force, progress=_progress(), stop=stop)
-    _report(result, as_json)
+        result = run_once(app.config, as_of=when, only=key, force=force, progress=_progress(log_format), stop=stop)
+    _report(result, as_json, log_format)
 
 
 @click.command()
@@ -227,22 +259,31 @@ def rotate(app: App, key: str | None, dry_run: bool, force: bool, abandon: bool,
 @as_of_option
 @click.option("--interval", type=click.IntRange(1, 10080), metavar="MINUTES",
               help="Minutes between sweeps (default: [rotation].interval_minutes, 60).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve Prometheus /metrics and /healthz on PORT (0: any free port, logged) while the worker runs.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="Address for --metrics-port (0.0.0.0 in a pod, so the kubelet and the scraper reach it).")
+@log_format_option
 @json_option
 @pass_app
-def worker(app: App, once: bool, as_of: str | None, interval: int | None, as_json: bool) -> None:
+def worker(app: App, once: bool, as_of: str | None, interval: int | None, metrics_port: int | None,
+           metrics_host: str, log_format: str, as_json: bool) -> None:
     """Run the rotation worker: a sweep every interval (APScheduler), or --once."""
     when = parse_as_of(as_of)
+    if once and metrics_port is not None:
+        raise InputError("--metrics-port serves while the scheduler runs: leave out --once")
     config = app.config
-    _setup_logging()
+    _setup_logging(log_format, debug=app.debug)
     from keystead.rotation import run_once, run_scheduler, stop_on_signals
 
     if not once:
-        run_scheduler(config, interval_minutes=interval, as_of=when)
+        run_scheduler(config, interval_minutes=interval, as_of=when, metrics_host=metrics_host,
+                      metrics_port=metrics_port)
         return
     stop = threading.Event()
     with stop_on_signals(stop):
-        result = run_once(config, as_of=when, progress=_progress(), stop=stop)
-    _report(result, as_json)
+        result = run_once(config, as_of=when, progress=_progress(log_format), stop=stop)
+    _report(result, as_json, log_format)
 
 
 @click.command()
@@ -250,7 +291,8 @@ def worker(app: App, once: bool, as_of: str | None, interval: int | None, as_jso
 @json_option
 @pass_app
 def status(app: App, as_of: str | None, as_json: bool) -> None:
-    """Every key: provider, primary version, last rotation, next due, rotation state, envelopes behind."""
+    """Every key: provider, primary version, last rotation, next due, rotation state, envelopes behind;
+    for a key rewrapping, which worker holds which lane and until when."""
     when = _now(parse_as_of(as_of))
     plans = _plans(app, when)
     if as_json:
@@ -265,6 +307,33 @@ def status(app: App, as_of: str | None, as_json: bool) -> None:
         table.add_row(p.name, p.provider, p.primary or "-", _fmt_time(p.last_rotated),
                       _fmt_time(p.next_due) if p.next_due else _NEVER.get(p.rotation_kind or "", "-"),
                       _state(p), str(p.behind))
+    table.print()
+    _lanes_table(plans)
+
+
+def _lease(until: float | None, owner: str | None) -> str:
+    """How long a lease has left, on the wall clock (leases expire in real time, whatever --as-of says)."""
+    if owner is None or until is None:
+        return "-"
+    left = until - time.time()
+    return f"{left:.0f}s left" if left >= 0 else f"[red]expired {-left:.0f}s ago[/]"
+
+
+def _lanes_table(plans: list[KeyPlan]) -> None:
+    """Who holds what: the key's lease and each lane's owner, lease and progress."""
+    if not any(p.lanes or p.lease for p in plans):
+        return
+    table = Table("key", "lane", "names", "cursor", "rewrapped", "owner", "lease",
+                  title="leases: the key's transitions (plan, rotate, verify, retire) and each rewrap lane")
+    for p in plans:
+        if p.lease is not None:
+            lease = p.lease
+            table.add_row(p.name, "transitions", "-", "-", "-", lease.owner, _lease(lease.lease_until, lease.owner))
+    for p, lane in [(plan, lane) for plan in plans for lane in plan.lanes]:
+        span = f"{lane.start or '(first)'} .. {lane.until or '(last)'}"
+        state = "[green]done[/]" if lane.done else (lane.owner or "[yellow]free[/]")
+        table.add_row(p.name, str(lane.lane), span, lane.cursor or "-", str(lane.rewrapped), state,
+                      "-" if lane.done else _lease(lane.lease_until, lane.owner))
     table.print()
 
 

@@ -11,13 +11,15 @@ on SQLite (the local default, beside the vault) or PostgreSQL
   a key is its current rotation.
 - ``keystead_lanes``: the rewrap of each store cut into name ranges with
   durable cursors; ``store`` is the engine's opaque store id (a hash of the
-  URL, never the URL).
+  URL, never the URL); ``owner`` and ``lease_until``: the worker that holds
+  the lane and until when (:meth:`StateDB.claim_lane`).
+- ``keystead_lane_log``: every fenced batch commit (lane, owner, names).
 - ``keystead_backups``: the old wrapped data keys of each rewrap batch
   (:mod:`.backups`), durable before the store is overwritten.
 - ``keystead_unreadable``: slots the key could not open, per store. They are
   reported and skipped, never deleted.
 - ``keystead_retirements``: which old versions are disabled or deleted.
-- ``keystead_lock_owners``: who holds a lock (:mod:`.locks`).
+- ``keystead_lock_owners``: the lease rows of keys' transitions (:mod:`.locks`).
 - ``keystead_schema``: the schema version.
 
 Names compare in byte order everywhere (the Store contract's order).
@@ -31,7 +33,7 @@ from __future__ import annotations
 from keystead.rotation.state.backups import pack as pack_backups
 from keystead.rotation.state.backups import unpack as unpack_backups
 from keystead.rotation.state.db import BUSY_TIMEOUT, StateDB
-from keystead.rotation.state.locks import owner_id
+from keystead.rotation.state.locks import LEASE_SECONDS, KeyLease, owner_id
 from keystead.rotation.state.records import (
     ABANDONED,
     DELETED,
@@ -47,7 +49,10 @@ from keystead.rotation.state.records import (
     VERIFIED,
     Batch,
     FailedSlot,
+    Holder,
     Lane,
+    LaneBatch,
+    LeaseLost,
     Retirement,
     Rotation,
     State,
@@ -56,6 +61,7 @@ from keystead.rotation.state.records import (
 )
 from keystead.rotation.state.schema import (
     SCHEMA_VERSION,
+    lane_log,
     lanes,
     lock_owners,
     metadata,
@@ -68,9 +74,10 @@ from keystead.rotation.state.schema import (
 )
 
 __all__ = [
-    "ABANDONED", "BUSY_TIMEOUT", "DELETED", "DISABLED", "DONE", "PLANNED", "RETIRED", "RETIREMENT_STATES",
-    "REWRAPPING", "ROTATED", "SCHEMA_VERSION", "STATES", "TERMINAL", "VERIFIED",
-    "Batch", "FailedSlot", "Lane", "Retirement", "Rotation", "State", "StateDB", "StateDBError", "UnreadableSlot",
-    "backups_table", "lanes", "lock_owners", "metadata", "owner_id", "pack_backups", "retirements",
+    "ABANDONED", "BUSY_TIMEOUT", "DELETED", "DISABLED", "DONE", "LEASE_SECONDS", "PLANNED", "RETIRED",
+    "RETIREMENT_STATES", "REWRAPPING", "ROTATED", "SCHEMA_VERSION", "STATES", "TERMINAL", "VERIFIED",
+    "Batch", "FailedSlot", "Holder", "KeyLease", "Lane", "LaneBatch", "LeaseLost", "Retirement", "Rotation", "State",
+    "StateDB", "StateDBError", "UnreadableSlot",
+    "backups_table", "lane_log", "lanes", "lock_owners", "metadata", "owner_id", "pack_backups", "retirements",
     "rotations", "unpack_backups", "unreadable",
 ]

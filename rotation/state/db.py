@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from keystead.clock import epoch
+from keystead.clock import Clock, epoch, utcnow
 from keystead.rotation.state import backups as bk
 from keystead.rotation.state import locks, schema
 from keystead.rotation.state.errors import translated
@@ -30,14 +30,17 @@ from keystead.rotation.state.records import (
     ROTATION_FIELDS,
     Batch,
     FailedSlot,
+    Holder,
     Lane,
+    LaneBatch,
+    LeaseLost,
     Retirement,
     Rotation,
     State,
     StateDBError,
     UnreadableSlot,
 )
-from keystead.rotation.state.schema import lanes, retirements, rotations, unreadable
+from keystead.rotation.state.schema import lane_log, lanes, retirements, rotations, unreadable
 from keystead.stores.base import SlotRow, redact_url
 
 if TYPE_CHECKING:
@@ -163,14 +166,33 @@ class StateDB:
 
     def record_batch(self, rotation_id: int, *, backups: Sequence[tuple[str, str, bytes]],
                      done: Batch | None, now: datetime | None, lane: int | None = None,
-                     store: str = "") -> None:
+                     store: str = "", owner: str | None = None, lease_until: float | None = None,
+                     at: float | None = None) -> None:
         """One transaction per rewrap batch of ``store``: the backups of the batch about to
         be written (``backups``: (secret, old_version, wrapped) in name order) and the
         bookkeeping of the batch already written (``done``: its cursor, count and
         unreadable slots, on ``lane``'s cursor, or the rotation's when ``lane`` is None).
         Committed before returning, so the backups are durable before the store
-        overwrites anything."""
+        overwrites anything.
+
+        With ``owner`` the commit is *fenced*: it renews the lane's lease to
+        ``lease_until`` only where ``owner`` still holds it, and logs the batch
+        (``keystead_lane_log``, time ``at``); if the lane has another owner now
+        nothing is written and :class:`LeaseLost` is raised."""
         with self._translate("recording a batch"), self.engine.begin() as conn:
+            if lane is not None and owner is not None:
+                lane_values: dict[str, object] = {"lease_until": lease_until}
+                if done is not None:
+                    lane_values.update(cursor=done.cursor, rewrapped=lanes.c.rewrapped + done.rewrapped)
+                fenced = conn.execute(sa.update(lanes).where(
+                    lanes.c.rotation_id == rotation_id, lanes.c.lane == lane, lanes.c.owner == owner,
+                ).values(**lane_values)).rowcount
+                if not fenced:
+                    raise LeaseLost(f"rotation {rotation_id}: lane {lane} is no longer leased to {owner}")
+                if backups:
+                    conn.execute(sa.insert(lane_log).values(
+                        rotation_id=rotation_id, lane=lane, owner=owner, first=backups[0][0], last=backups[-1][0],
+                        count=len(backups), at=at if at is not None else epoch(utcnow())))
             if backups:
                 bk.insert(conn, rotation_id, backups, store=store)
             if done is None:
@@ -189,9 +211,9 @@ class StateDB:
                 ).scalar_one()
             if lane is None:
                 values["cursor"] = done.cursor
-            else:
+            elif owner is None:
                 conn.execute(sa.update(lanes).where(lanes.c.rotation_id == rotation_id, lanes.c.lane == lane)
-                             .values(cursor=done.cursor))
+                             .values(cursor=done.cursor, rewrapped=lanes.c.rewrapped + done.rewrapped))
             conn.execute(sa.update(rotations).where(rotations.c.id == rotation_id).values(**values))
 
     def unreadable_slots(self, rotation_id: int) -> list[FailedSlot]:
@@ -247,10 +269,60 @@ class StateDB:
         with self._translate("dropping lanes"), self.engine.begin() as conn:
             conn.execute(q)
 
-    def finish_lane(self, rotation_id: int, lane: int) -> None:
+    def finish_lane(self, rotation_id: int, lane: int, *, owner: str | None = None) -> None:
+        """Mark the lane done (and free its lease). With ``owner``, fenced: LeaseLost if another holds it."""
+        where = [lanes.c.rotation_id == rotation_id, lanes.c.lane == lane]
+        if owner is not None:
+            where.append(lanes.c.owner == owner)
         with self._translate("finishing a lane"), self.engine.begin() as conn:
-            conn.execute(sa.update(lanes).where(lanes.c.rotation_id == rotation_id, lanes.c.lane == lane)
-                         .values(done=True))
+            n = conn.execute(sa.update(lanes).where(*where).values(done=True, owner=None, lease_until=None)).rowcount
+        if owner is not None and not n:
+            raise LeaseLost(f"rotation {rotation_id}: lane {lane} is no longer leased to {owner}")
+
+    def claim_lane(self, rotation_id: int, *, owner: str, now: float, seconds: float,
+                   stores: Sequence[str] | None = None) -> Lane | None:
+        """Lease one unfinished lane of the rotation (of ``stores``, when given) to ``owner`` until
+        ``now + seconds``: a lane nobody holds, whose lease expired, or that ``owner`` holds already
+        (after a reconnect it gets its own back first). None when every such lane is held by others.
+
+        One statement: ``UPDATE ... WHERE (rotation_id, lane) IN (SELECT ... LIMIT 1 FOR UPDATE
+        SKIP LOCKED) RETURNING ...``. On PostgreSQL the row lock makes concurrent claimers take
+        different lanes without waiting; SQLite has no FOR UPDATE (SQLAlchemy leaves it out), and
+        its single writer lock makes the same statement safe."""
+        c = lanes.c
+        free = sa.or_(c.owner.is_(None), c.owner == owner, c.lease_until < now)
+        where = [c.rotation_id == rotation_id, c.done.is_(False), free]
+        if stores is not None:
+            where.append(c.store.in_(list(stores)))
+        pick = (sa.select(c.rotation_id, c.lane).where(*where)
+                .order_by(sa.case((c.owner == owner, 0), else_=1), c.lane).limit(1)
+                .with_for_update(skip_locked=True))
+        stmt = (sa.update(lanes).where(sa.tuple_(c.rotation_id, c.lane).in_(pick))
+                .values(owner=owner, lease_until=now + seconds).returning(*lanes.c))
+        with self._translate("claiming a lane"), self.engine.begin() as conn:
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else Lane(**row)
+
+    def release_lane(self, rotation_id: int, lane: int, *, owner: str) -> None:
+        """Give the lane's lease back (stopped between batches): another worker may take it at once."""
+        with self._translate("releasing a lane"), self.engine.begin() as conn:
+            conn.execute(sa.update(lanes).where(lanes.c.rotation_id == rotation_id, lanes.c.lane == lane,
+                                                lanes.c.owner == owner).values(owner=None, lease_until=None))
+
+    def lanes_left(self, rotation_id: int, *, stores: Sequence[str] | None = None) -> int:
+        """Unfinished lanes of the rotation (of ``stores``, when given)."""
+        q = (sa.select(sa.func.count()).select_from(lanes)
+             .where(lanes.c.rotation_id == rotation_id, lanes.c.done.is_(False)))
+        if stores is not None:
+            q = q.where(lanes.c.store.in_(list(stores)))
+        with self._translate("reading lanes"), self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def lane_log(self, rotation_id: int) -> list[LaneBatch]:
+        """Every fenced batch commit of the rotation, in commit order."""
+        q = sa.select(lane_log).where(lane_log.c.rotation_id == rotation_id).order_by(lane_log.c.id)
+        with self._translate("reading the lane log"), self.engine.connect() as conn:
+            return [LaneBatch(**row._mapping) for row in conn.execute(q)]
 
     # -- backups (see .backups) --------------------------------------------------
     def backup_rows(self, rotation_id: int, *, store: str | None = None) -> Iterator[SlotRow]:
@@ -312,15 +384,32 @@ class StateDB:
             return bool(conn.execute(sa.delete(retirements).where(
                 retirements.c.ref == ref, retirements.c.version == version)).rowcount)
 
-    # -- locks (see .locks) ----------------------------------------------------------
-    @contextmanager
-    def lock(self, name: str, *, what: str) -> Iterator[None]:
-        """Hold the exclusive lock ``name`` or raise RotationBusy at once.
+    # -- leases (see .locks) ----------------------------------------------------------
+    def lease(self, name: str, *, what: str, owner: str | None = None, seconds: float = locks.LEASE_SECONDS,
+              clock: Clock = utcnow) -> locks.KeyLease:
+        """The lease ``name`` (a key's transitions) for ``owner`` (this process by default)."""
+        return locks.KeyLease(self.engine, self._translate, name, what=what, owner=owner or locks.owner_id(),
+                              seconds=seconds, clock=clock)
 
-        ``what`` names the lock in the message ("rotation of key main").
+    @contextmanager
+    def lock(self, name: str, *, what: str, seconds: float = locks.LEASE_SECONDS) -> Iterator[None]:
+        """Hold the lease ``name`` for the block (renewed meanwhile) or raise RotationBusy at once.
+
+        ``what`` names it in the message ("rotation of key main").
         """
-        with locks.hold(self.engine, self._translate, name, what=what, sqlite_path=self._path):
+        lease = self.lease(name, what=what, seconds=seconds)
+        if not lease.acquire():
+            raise lease.busy()
+        with lease.kept():
             yield
+
+    def holder(self, name: str) -> Holder | None:
+        """Who holds (or last held, if it has not expired or been released) the lease ``name``."""
+        return locks.holder(self.engine, self._translate, name)
+
+    def holders(self) -> list[Holder]:
+        """Every lease held or left to expire: who holds which key's transitions."""
+        return locks.holders(self.engine, self._translate)
 
 
 def _rotation(row: sa.RowMapping) -> Rotation:

@@ -59,6 +59,23 @@ def message(exc: DBAPIError, where: str, doing: str, *, busy_timeout: float) -> 
     return f"state database {where}: {doing} failed: {_first_line(orig)}"
 
 
+def transient(exc: DBAPIError) -> bool:
+    """Whether the failure may pass on its own: a lost or refused connection, a timeout, a lock
+    wait (SQLite busy). Corruption, a missing database or a bad statement do not."""
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (_BUSY, _LOCKED)
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in (_STATEMENT_TIMEOUT, _LOCK_TIMEOUT, "40001", "40P01"):  # + serialization, deadlock
+        return True
+    if sqlstate and sqlstate.startswith(_UNREACHABLE_CLASSES):
+        return True
+    return sqlstate is None and _is_connect_failure(orig) and "does not exist" not in str(orig)
+
+
 def _is_connect_failure(orig: BaseException | None) -> bool:
     return type(orig).__name__ == "OperationalError" and type(orig).__module__.startswith("psycopg")
 
@@ -69,6 +86,6 @@ def translated(where: str, doing: str, *, busy_timeout: float) -> Iterator[None]
     try:
         yield
     except DBAPIError as exc:
-        raise StateDBError(message(exc, where, doing, busy_timeout=busy_timeout)) from exc
+        raise StateDBError(message(exc, where, doing, busy_timeout=busy_timeout), transient=transient(exc)) from exc
     except SQLAlchemyError as exc:
         raise StateDBError(f"state database {where}: {doing} failed: {exc}") from exc

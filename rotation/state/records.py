@@ -39,7 +39,18 @@ class StateDBError(RotationError):
     """The state database itself failed (missing, corrupt, locked, unreachable).
 
     Unlike a failure of one key's rotation, this stops the whole sweep.
+    ``transient``: the failure may pass (connection lost or refused, a timeout,
+    a lock wait): the rewrap retries it with backoff before giving up.
     """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class LeaseLost(RotationError):
+    """This worker's lease on a lane (or a key's transitions) expired and another took it:
+    the lane stops; nothing this worker still had in hand is written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +125,8 @@ class Lane:
 
     ``lane`` is unique within the rotation (across its stores); ``store`` is
     the engine's opaque id of the store ('' for the one store of a v1 rotation).
+    ``owner`` is the worker holding its lease until ``lease_until`` (epoch
+    seconds), None when nobody does; ``rewrapped`` counts its slots swapped.
     """
 
     rotation_id: int
@@ -123,6 +136,33 @@ class Lane:
     cursor: str
     done: bool
     store: str = ""
+    owner: str | None = None
+    lease_until: float | None = None
+    rewrapped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a key's lease (its transitions), since when and until when (epoch seconds)."""
+
+    name: str
+    owner: str
+    acquired_at: float
+    lease_until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LaneBatch:
+    """One fenced batch commit of a lane (``keystead_lane_log``)."""
+
+    id: int
+    rotation_id: int
+    lane: int
+    owner: str
+    first: str
+    last: str
+    count: int
+    at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,12 @@ Version 2 (over 1): ``keystead_rotations.held``; a ``store`` id on lanes,
 backups and unreadable slots (unreadable: part of the primary key); the
 ``keystead_retirements`` ledger; name columns compared by byte order on
 PostgreSQL (``COLLATE "C"``; SQLite's default is already byte order).
+
+Version 3 (over 2): several workers share one rotation. Lanes get an
+``owner`` and a ``lease_until`` (epoch seconds) and a ``rewrapped`` count;
+``keystead_lock_owners`` becomes the key's *lease row* (``lease_until``), no
+longer a session lock's label; ``keystead_lane_log`` records every fenced
+batch commit (rotation, lane, owner, name range, time).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import sqlalchemy as sa
 
 from keystead.rotation.state.records import StateDBError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STORE_ID_LEN = 64
 _MIGRATION_LOCK = 0x6B65797374656164  # "keystead": the advisory lock that serialises migrations
 
@@ -92,12 +98,28 @@ lanes = sa.Table(
     sa.Column("cursor", _name(), nullable=False),
     sa.Column("done", sa.Boolean, nullable=False),
     _store(),
+    sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("rewrapped", sa.Integer, nullable=False, server_default="0", default=0),
 )
 lock_owners = sa.Table(
     "keystead_lock_owners", metadata,
     sa.Column("name", sa.String(2048), primary_key=True),
     sa.Column("owner", sa.String(255), nullable=False),
     sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float, nullable=True),
+)
+lane_log = sa.Table(
+    "keystead_lane_log", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rotation_id", sa.Integer, nullable=False),
+    sa.Column("lane", sa.Integer, nullable=False),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("first", _name(), nullable=False),
+    sa.Column("last", _name(), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("ix_keystead_lane_log_rotation", "rotation_id", "lane", "id"),
 )
 retirements = sa.Table(
     "keystead_retirements", metadata,
@@ -150,10 +172,14 @@ def ensure(engine: sa.Engine, where: str, *, create: bool = True) -> int:
         if found == 0 and create:
             metadata.create_all(conn)
             conn.execute(sa.insert(schema_table).values(version=SCHEMA_VERSION))
-        elif found == 1:
-            (_v1_to_v2_sqlite if sqlite else _v1_to_v2_postgresql)(conn)
-            metadata.create_all(conn, tables=[schema_table, retirements])
-            conn.execute(sa.insert(schema_table).values(version=SCHEMA_VERSION))
+        else:
+            if found == 1:
+                (_v1_to_v2_sqlite if sqlite else _v1_to_v2_postgresql)(conn)
+                metadata.create_all(conn, tables=[schema_table, retirements])
+                conn.execute(sa.insert(schema_table).values(version=2))
+            if found in (1, 2):
+                _v2_to_v3(conn)
+                conn.execute(sa.update(schema_table).values(version=SCHEMA_VERSION))
         conn.commit()
     return found
 
@@ -189,3 +215,19 @@ def _v1_to_v2_postgresql(conn: sa.Connection) -> None:
                           ("keystead_backups", "last"), ("keystead_unreadable", "secret"),
                           ("keystead_lanes", "start"), ("keystead_lanes", "until"), ("keystead_lanes", "cursor")):
         conn.exec_driver_sql(f'ALTER TABLE {table} ALTER COLUMN "{column}" TYPE VARCHAR(255) COLLATE "C"')
+
+
+_V2_TO_V3 = (
+    "ALTER TABLE keystead_lanes ADD COLUMN owner VARCHAR(255)",
+    "ALTER TABLE keystead_lanes ADD COLUMN lease_until FLOAT",
+    "ALTER TABLE keystead_lanes ADD COLUMN rewrapped INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE keystead_lock_owners ADD COLUMN lease_until FLOAT",
+)
+
+
+def _v2_to_v3(conn: sa.Connection) -> None:
+    """Lane leases, the key's lease row and the lane log. A v2 lock owner row named a session
+    lock that died with its process: it has no lease (NULL), so it is free."""
+    for statement in _V2_TO_V3:
+        conn.exec_driver_sql(statement)
+    metadata.create_all(conn, tables=[lane_log])

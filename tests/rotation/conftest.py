@@ -108,7 +108,8 @@ class Env:
 def write_config(root: Path, *, store: str = "sqlite:///.keystead/vault.db", batch_size: int = 7,
                  grace_days: int = 0, extra: str = "", state: str | None = None,
                  period: int = 90, sample_above: int = 200_000, sample_size: int = 10_000,
-                 parallel: int = 1, parallel_above: int = 50_000) -> Path:
+                 parallel: int = 1, parallel_above: int = 50_000, lane_size: int = 50_000,
+                 lease_seconds: int = 60) -> Path:
     path = root / "keystead.toml"
     state_line = f'state = "{state}"\n' if state else ""
     path.write_text(
@@ -116,7 +117,8 @@ def write_config(root: Path, *, store: str = "sqlite:///.keystead/vault.db", bat
         f'[keys.main]\nref = "local:main"\nrotation_period_days = {period}\n{extra}'
         f"[rotation]\ngrace_days = {grace_days}\nbatch_size = {batch_size}\n"
         f"verify_sample_above = {sample_above}\nverify_sample_size = {sample_size}\n"
-        f"parallel = {parallel}\nparallel_above = {parallel_above}\n",
+        f"parallel = {parallel}\nparallel_above = {parallel_above}\n"
+        f"lane_size = {lane_size}\nlease_seconds = {lease_seconds}\n",
         encoding="utf-8",
     )
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import select
 import signal
 import sqlite3
@@ -40,6 +41,35 @@ def test_status_table(env: Env) -> None:
     assert r.exit_code == 0
     for word in ("main", "local", "2026-01-01", "2026-04-01", "due"):
         assert word in r.stdout
+
+
+def test_status_shows_who_holds_which_lane_and_lease(tmp_path) -> None:
+    """A rotation paused mid-rewrap over three lanes; another worker holds one lane, one is done."""
+    import threading
+    import time as clock
+
+    from tests.rotation.test_engine import _stop_on, sweep
+
+    env = make_env(tmp_path / "ws", n=60, batch_size=5, lane_size=20)
+    stop = threading.Event()
+    assert sweep(env, stop=stop, on_event=_stop_on("rewrap", stop, after=2)).keys[0].outcome == "paused"
+    state = env.state()
+    rot = state.latest("main")
+    held = state.claim_lane(rot.id, owner="pid 4242 on host-b #beef", now=clock.time(), seconds=300)
+    assert held is not None and held.lane == 0  # the lane the paused worker released, from its cursor
+    state.close()
+    r = cli(env, "status", "--json", "--as-of", AS_OF)
+    assert r.exit_code == 0, r.output
+    [k] = json.loads(r.stdout)["keys"]
+    assert k["behind"] == 50 and k["rotation"]["rewrapped"] == 10
+    lanes = k["lanes"]
+    assert [(x["lane"], x["owner"], x["done"], x["rewrapped"]) for x in lanes] == [
+        (0, "pid 4242 on host-b #beef", False, 10), (1, None, False, 0), (2, None, False, 0)]
+    assert lanes[0]["cursor"] == "S000009" and lanes[0]["lease_until"].endswith("Z") and k["lease"] is None
+    table = cli(env, "status", "--as-of", AS_OF).stdout
+    row = next(line for line in table.splitlines() if "pid 4242 on host-b" in line)
+    assert "S000009" in row and re.search(r"\b(29\d|300)s left", row), table
+    assert "free" in table and "50" in table  # the free lanes, the slots left
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(env: Env) -> None:
@@ -121,24 +151,29 @@ def _reap(proc) -> None:
     proc.stderr.close()
 
 
-def test_scheduled_worker_sweeps_then_stops_cleanly_on_sigterm(env: Env) -> None:
+def test_scheduled_workers_side_by_side_sweep_then_stop_cleanly_on_sigterm(env: Env) -> None:
+    """Two schedulers on one state database: each its own (memory) job store, both sweep."""
     proc = env.popen("worker", "--interval", "60", "--as-of", AS_OF)
+    second = None
     try:
         _wait_for(proc, "sweep key=main outcome=done")
-        second = env.run("worker", "--interval", "60")
-        assert second.returncode == EXIT_CODES["RotationError"]
-        assert "already running" in second.stderr
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-        tail = proc.stderr.read()
+        second = env.popen("worker", "--interval", "60", "--as-of", AS_OF)
+        _wait_for(second, "sweep key=main outcome=idle")  # rotated by the first: nothing due
+        tails = []
+        for p in (proc, second):
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(timeout=60) == 0
+            tails.append(p.stderr.read())
     finally:
         _reap(proc)
-    assert "stopped cleanly" in tail
+        if second is not None:
+            _reap(second)
+    assert all("stopped cleanly" in t for t in tails)
     assert env.check_all_open() == {"2": env.n}
     db = sqlite3.connect(env.root / ".keystead" / "state.db")
-    jobs = db.execute("SELECT id FROM keystead_scheduler_jobs").fetchall()
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     db.close()
-    assert jobs == [("keystead-sweep",)]  # the job lives in the SQLAlchemy job store
+    assert "keystead_scheduler_jobs" not in tables  # nothing about the schedule is shared
 
 
 def test_sigterm_during_rewrap_finishes_the_batch_and_exits_zero(tmp_path) -> None:

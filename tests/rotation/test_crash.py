@@ -10,6 +10,10 @@ When a rotation completes, the next run is evaluated 100 days later, so a new
 rotation starts and every kill hits real work. At the end: rotation done,
 every envelope decrypts to its original plaintext, nothing duplicated,
 nothing lost, no backups left, old versions retired, audit chain valid.
+
+A killed worker leaves its leases (the key's, a lane's) to expire: the drill
+runs with 2-second leases and starts the next run once they have run out (a
+run started earlier would find the key busy, or wait for the lane).
 """
 
 from __future__ import annotations
@@ -33,6 +37,20 @@ SEED = int(os.environ.get("KEYSTEAD_CRASH_SEED", "20261122"))
 pytestmark = pytest.mark.slow
 
 
+LEASE = 2
+
+
+def _wait_for_leases_to_expire(env) -> None:
+    state = env.state()
+    try:
+        rot = state.latest("main")
+        ends = [h.lease_until or 0 for h in state.holders()]
+        ends += [x.lease_until or 0 for x in state.lanes(rot.id)] if rot is not None else []
+    finally:
+        state.close()
+    time.sleep(max(0.0, max(ends, default=0) - time.time() + 0.05))
+
+
 def _read_lines_until(proc, count: int, limit: float, keep: list[str]) -> int:
     """Read stderr until ``count`` rewrap-batch lines arrived (or the process ended / limit)."""
     seen = 0
@@ -54,7 +72,7 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path, parallel: int) -> None
     """With ``parallel=2`` every rewrap is cut into two lane processes, and the
     kills land on the parent while its lanes are mid-batch."""
     rng = random.Random(SEED + parallel)
-    env = make_env(tmp_path / "ws", n=N, batch_size=500, parallel=parallel, parallel_above=2_000)
+    env = make_env(tmp_path / "ws", n=N, batch_size=500, parallel=parallel, parallel_above=2_000, lease_seconds=LEASE)
     as_of = DUE
     kills = completed = 0
     runs = 0
@@ -84,6 +102,7 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path, parallel: int) -> None
             proc.stdout.close()
         # the invariant at every instant we can observe: every envelope opens via a live version
         env.check_all_open()
+        _wait_for_leases_to_expire(env)
         state = env.state()
         rot = state.latest("main")
         mid = rot is not None and (bool(rot.cursor) or any(x.cursor != x.start for x in state.lanes(rot.id)))

@@ -269,3 +269,33 @@ def test_backups_left_by_a_crash_after_verification_are_dropped(env: Env) -> Non
         assert state.backup_batches(latest(env).id) == 0
     finally:
         state.close()
+
+
+def test_a_dead_workers_lane_is_taken_over_once_its_lease_expires(tmp_path) -> None:
+    """Lane 0 is held by a worker that died (its lease runs to t + 60 on the lease clock). Another
+    worker rewraps the free lanes, waits, and takes lane 0 over from its cursor once the lease has
+    expired on its (injected) clock, which moves 5 s each time it is read; nothing sleeps that long."""
+    env = make_env(tmp_path / "ws", n=60, batch_size=5, lane_size=20, lease_seconds=60)
+    stop = threading.Event()
+    assert sweep(env, stop=stop, on_event=_stop_on("rewrap", stop, after=1)).keys[0].outcome == "paused"
+    state = env.state()
+    rot = state.latest("main")
+    t = DUE + timedelta(days=1)
+    dead = state.claim_lane(rot.id, owner="pid 1 on gone #dead", now=t.timestamp(), seconds=60)
+    assert dead is not None and dead.lane == 0 and dead.cursor == "S000004"
+    reads = {"n": 0}
+
+    def clock():
+        reads["n"] += 1
+        return t + timedelta(seconds=5 * reads["n"])
+
+    with env.vault() as vault:
+        engine = Engine(vault, state, now=DUE, owner="pid 2 on here #live", lease_clock=clock)
+        result = engine.run_key("main")
+    log = state.lane_log(rot.id)
+    state.close()
+    assert result.outcome == "done", result.message
+    assert [(b.lane, b.owner) for b in log if b.lane == 0][-1] == (0, "pid 2 on here #live")
+    first_takeover = next(b for b in log if b.owner == "pid 2 on here #live" and b.lane == 0)
+    assert first_takeover.first == "S000005" and first_takeover.at > t.timestamp() + 60
+    assert env.check_all_open() == {"2": env.n}

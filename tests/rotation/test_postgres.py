@@ -29,7 +29,7 @@ def test_rotation_with_state_on_postgresql_resumes(tmp_path, pg_url: str) -> Non
     assert env.check_all_open() == {"2": env.n}
 
 
-def test_advisory_lock_keeps_a_second_worker_out(tmp_path, pg_url: str) -> None:
+def test_a_held_key_lease_keeps_a_second_worker_out_of_transitions(tmp_path, pg_url: str) -> None:
     env = make_env(tmp_path / "ws", state=pg_url)
     state = env.state()
     before = env.snapshot()

@@ -7,7 +7,7 @@ import os
 import stat
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -90,17 +90,59 @@ def make_v1(url: str) -> None:
     engine.dispose()
 
 
+def make_v2(url: str) -> None:
+    """A version 2 database (as keystead made it before lane leases) with a rotation mid-rewrap
+    and a lock owner row of the session lock of that time."""
+    make_v1(url)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.begin() as conn:
+        (st.schema._v1_to_v2_sqlite if sqlite else st.schema._v1_to_v2_postgresql)(conn)
+        for table in ("keystead_schema", "keystead_retirements"):
+            st.schema.metadata.tables[table].create(conn)
+        conn.execute(sa.insert(st.schema.schema_table).values(version=2))
+        conn.exec_driver_sql("INSERT INTO keystead_lock_owners (name, owner, acquired_at) "
+                             "VALUES ('rotation:local:main', 'pid 1 on gone', 5.0)")
+    engine.dispose()
+
+
 def test_new_database_is_created_at_the_current_version(db):
-    assert db.schema_version() == st.SCHEMA_VERSION == 2
+    assert db.schema_version() == st.SCHEMA_VERSION == 3
     with db.engine.connect() as conn:
-        assert conn.execute(sa.select(st.schema.schema_table.c.version)).scalars().all() == [2]
+        assert conn.execute(sa.select(st.schema.schema_table.c.version)).scalars().all() == [3]
 
 
-def test_version_1_with_a_rotation_in_flight_migrates_to_version_2(url):
+def test_version_2_with_a_rotation_in_flight_migrates_to_version_3(url):
+    make_v2(url)
+    db = StateDB.open(url)
+    try:
+        assert db.schema_version() == 3
+        assert [(x.lane, x.cursor, x.done, x.owner, x.lease_until, x.rewrapped) for x in db.lanes(1)] == [
+            (0, "Alpha_2", False, None, None, 0), (1, "a-b", True, None, None, 0)]
+        # The v2 lock row named a session lock that died with its process: free, and taken at once.
+        assert db.holder("rotation:local:main") == st.Holder("rotation:local:main", "pid 1 on gone", 5.0, None)
+        lease = db.lease("rotation:local:main", what="rotation of key main", owner="w1", clock=lambda: NOW)
+        assert lease.acquire() and db.holder("rotation:local:main").owner == "w1"
+        # Version 3 at work on the migrated rows: a claimed lane, a fenced batch, the lane log.
+        lane = db.claim_lane(1, owner="w1", now=100.0, seconds=30)
+        assert lane is not None
+        assert (lane.lane, lane.cursor, lane.owner, lane.lease_until) == (0, "Alpha_2", "w1", 130.0)
+        db.record_batch(1, backups=[("B", "1", b"w")], done=Batch("B", 1), now=NOW, lane=0, owner="w1",
+                        lease_until=140.0, at=110.0)
+        assert [(b.lane, b.owner, b.first, b.last, b.at) for b in db.lane_log(1)] == [(0, "w1", "B", "B", 110.0)]
+        assert db.get(1).rewrapped == 5 and db.lanes(1)[0].rewrapped == 1
+    finally:
+        db.close()
+    again = StateDB.open(url)  # version 3: nothing to do
+    assert again.schema_version() == 3 and again.lanes(1)[0].lease_until == 140.0
+    again.close()
+
+
+def test_version_1_with_a_rotation_in_flight_migrates_to_version_3(url):
     make_v1(url)
     db = StateDB.open(url)
     try:
-        assert db.schema_version() == 2
+        assert db.schema_version() == 3
         rot = db.get(1)
         assert (rot.state, rot.cursor, rot.rewrapped, rot.unreadable, rot.held, rot.active) == (
             "rewrapping", "", 4, 1, 0, True)
@@ -120,8 +162,8 @@ def test_version_1_with_a_rotation_in_flight_migrates_to_version_2(url):
         assert [r.state for r in db.retirements("local:main")] == ["disabled"]
     finally:
         db.close()
-    again = StateDB.open(url)  # version 2: nothing to do
-    assert again.schema_version() == 2 and again.get(1).held == 3
+    again = StateDB.open(url)  # current: nothing to do
+    assert again.schema_version() == 3 and again.get(1).held == 3
     again.close()
 
 
@@ -135,8 +177,8 @@ def test_read_only_open_migrates_version_1_too(tmp_path):
 
 def test_a_newer_schema_is_refused(db, url):
     with db.engine.begin() as conn:
-        conn.execute(sa.update(st.schema.schema_table).values(version=3))
-    with pytest.raises(StateDBError, match=r"has schema version 3; this keystead knows up to 2 \(upgrade keystead\)"):
+        conn.execute(sa.update(st.schema.schema_table).values(version=4))
+    with pytest.raises(StateDBError, match=r"has schema version 4; this keystead knows up to 3 \(upgrade keystead\)"):
         StateDB.open(url)
 
 
@@ -144,18 +186,20 @@ _OPEN = ("import sys; from keystead.rotation.state import StateDB; "
          "db = StateDB.open(sys.argv[1]); print(db.schema_version()); db.close()")
 
 
-@pytest.mark.parametrize("start", ["empty", "v1"])
+@pytest.mark.parametrize("start", ["empty", "v1", "v2"])
 def test_concurrent_opens_create_or_migrate_once(url, start):
     if start == "v1":
         make_v1(url)
+    elif start == "v2":
+        make_v2(url)
     procs = [subprocess.Popen([sys.executable, "-c", _OPEN, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(4)]
     results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
-    assert [(rc, out.strip()) for rc, out, _err in results] == [(0, "2")] * 4, [err for _rc, _out, err in results]
+    assert [(rc, out.strip()) for rc, out, _err in results] == [(0, "3")] * 4, [err for _rc, _out, err in results]
     db = StateDB.open(url)
     with db.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(st.schema.schema_table)).scalar_one() == 1
-    assert len(db.lanes(1)) == (2 if start == "v1" else 0)
+    assert len(db.lanes(1)) == (0 if start == "empty" else 2)
     db.close()
 
 
@@ -172,7 +216,7 @@ def test_state_db_is_created_0600_under_umask_022(tmp_path):
     for name in ("state.db", "state.db-wal", "state.db-shm"):
         if (tmp_path / name).exists():
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
-    assert stat.S_IMODE((tmp_path / "state.db.locks").stat().st_mode) == 0o700
+    assert sorted(p.name for p in tmp_path.iterdir()) <= ["state.db", "state.db-shm", "state.db-wal"]  # leases: rows
 
 
 def test_lanes_per_store_numbered_across_the_rotation(db):
@@ -239,16 +283,86 @@ def test_abandoned_is_terminal(db):
 
 def test_lock_is_exclusive_and_names_its_holder(db):
     with db.lock("rotation:local:main", what="rotation of key main"):
-        other = StateDB.open(db.url.render_as_string(hide_password=False))
-        try:
-            busy = r"already running in another worker \(pid \d+ on .*, since \d{4}-\d\d-\d\dT"
-            with pytest.raises(RotationBusy, match=busy), \
-                    other.lock("rotation:local:main", what="rotation of key main"):
-                pass
-        finally:
-            other.close()
+        other = db.lease("rotation:local:main", what="rotation of key main", owner="pid 2 on elsewhere #b")
+        assert not other.acquire()
+        busy = r"already running in another worker \(pid \d+ on .* #\w+, since \d{4}-\d\d-\d\dT"
+        with pytest.raises(RotationBusy, match=busy):
+            raise other.busy()
+    assert db.holder("rotation:local:main") is None  # released on leaving the block
     with db.lock("rotation:local:main", what="rotation of key main"):
         pass
+
+
+class Clock:
+    """An injected lease clock: tests move it, nothing sleeps."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def test_key_lease_expires_and_the_old_holder_cannot_renew(db):
+    clock = Clock()
+    a = db.lease("rotation:local:main", what="rotation of key main", owner="A", seconds=30, clock=clock)
+    b = db.lease("rotation:local:main", what="rotation of key main", owner="B", seconds=30, clock=clock)
+    assert a.acquire() and not b.acquire()
+    clock.advance(29)
+    assert a.renew() and not b.acquire()  # renewed to now + 30
+    clock.advance(29)
+    assert not b.acquire()
+    clock.advance(2)  # A's lease has run out (A was killed, say)
+    assert b.acquire()
+    assert not a.renew() and not a.acquire()
+    a.release()  # releasing what A no longer holds leaves B's lease alone
+    assert db.holder("rotation:local:main").owner == "B"
+    b.release()
+    assert db.holder("rotation:local:main") is None and a.acquire()
+
+
+def test_lane_leases_expire_and_a_stale_owner_is_fenced_out(db):
+    rid = db.create("main", "local:main", reason="due", from_version="1", to_version="2", now=NOW).id
+    db.create_lanes(rid, ["M"])
+    t = 1000.0
+    first = db.claim_lane(rid, owner="A", now=t, seconds=10)
+    second = db.claim_lane(rid, owner="B", now=t, seconds=10)
+    assert (first.lane, first.owner, second.lane, second.owner) == (0, "A", 1, "B")
+    assert db.claim_lane(rid, owner="C", now=t + 5, seconds=10) is None  # both held
+    assert db.claim_lane(rid, owner="A", now=t + 5, seconds=10).lane == 0  # its own, after a reconnect
+    db.record_batch(rid, backups=[("B1", "1", b"w")], done=None, now=NOW, lane=1, owner="B", lease_until=t + 20,
+                    at=t + 6)
+    taken = db.claim_lane(rid, owner="C", now=t + 16, seconds=10)  # A's lease (to t+15) ran out; B's did not
+    assert (taken.lane, taken.owner, taken.cursor) == (0, "C", "")
+    with pytest.raises(st.LeaseLost):  # A wakes up: its next commit is fenced out, nothing written
+        db.record_batch(rid, backups=[("A1", "1", b"w")], done=Batch("A0", 3), now=NOW, lane=0, owner="A",
+                        lease_until=t + 30, at=t + 17)
+    assert db.get(rid).rewrapped == 0 and db.backup(rid, "A1") is None
+    with pytest.raises(st.LeaseLost):
+        db.finish_lane(rid, 0, owner="A")
+    db.finish_lane(rid, 0, owner="C")
+    db.release_lane(rid, 1, owner="B")
+    assert [(x.lane, x.done, x.owner) for x in db.lanes(rid)] == [(0, True, None), (1, False, None)]
+    assert db.lanes_left(rid) == 1 and db.claim_lane(rid, owner="C", now=t + 17, seconds=10).lane == 1
+    assert [(b.lane, b.owner) for b in db.lane_log(rid)] == [(1, "B")]
+
+
+def test_concurrent_claims_take_different_lanes(url):
+    """Eight processes claim at once from one rotation of eight lanes: each gets its own."""
+    db = StateDB.open(url)
+    rid = db.create("main", "local:main", reason="due", from_version="1", to_version="2", now=NOW).id
+    db.create_lanes(rid, [f"N{i}" for i in range(7)])
+    db.close()
+    claim = ("import sys; from keystead.rotation.state import StateDB; db = StateDB.open(sys.argv[1]); "
+             "lane = db.claim_lane(int(sys.argv[2]), owner=sys.argv[3], now=1.0, seconds=60); "
+             "print(lane.lane if lane else None); db.close()")
+    procs = [subprocess.Popen([sys.executable, "-c", claim, url, str(rid), f"w{i}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(8)]
+    got = [p.communicate(timeout=120) for p in procs]
+    assert sorted(out.strip() for out, _err in got) == [str(i) for i in range(8)], [err for _o, err in got]
 
 
 def test_sqlite_errors_are_chosen_by_code(tmp_path):
@@ -277,15 +391,17 @@ def test_postgresql_name_columns_compare_bytes(pg_url, start):
     assert {f"{t}.{c}": found.get(f"{t}.{c}") for t, c in NAME_COLUMNS} == {f"{t}.{c}": "C" for t, c in NAME_COLUMNS}
 
 
-def test_postgresql_lock_whose_session_died_is_left_cleanly(pg_url):
-    """The unlock fails (the session was terminated): the connection is invalidated, not pooled."""
+def test_postgresql_lease_survives_its_connection_being_killed(pg_url):
+    """A lease is a row, not a session lock: terminating every connection leaves it held."""
     db = StateDB.open(pg_url)
     try:
-        with db.lock("rotation:local:main", what="rotation of key main"), db.engine.begin() as conn:
-            conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'")
-        assert db.engine.pool.checkedout() == 0
         with db.lock("rotation:local:main", what="rotation of key main"):
-            assert db.latest("main") is None
+            with db.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            other = db.lease("rotation:local:main", what="rotation of key main", owner="another")
+            assert not other.acquire()
+        assert db.holder("rotation:local:main") is None
     finally:
         db.close()
 

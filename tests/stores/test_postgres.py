@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from keystead.errors import ConfigError, StoreError, StoreUnavailable
+from keystead.rotation.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
 from keystead.rotation.state import StateDB
 from keystead.stores import SlotUpdate, open_store, pgschema
 from keystead.stores.postgres import PostgresStore
@@ -87,7 +88,7 @@ def test_vault_and_rotation_state_share_one_database(pg_url, make_env):
     with PostgresStore(pg_url) as s:
         s.put(make_env("A"))
         assert s.schema_version() == 1
-    assert state.schema_version() == 2  # each keeps its own version table
+    assert state.schema_version() == STATE_SCHEMA_VERSION  # each keeps its own version table
     state.close()
     with PostgresStore(pg_url) as s:  # the state's keystead_* tables are not "another application's"
         assert s.names() == ["A"]
