@@ -59,6 +59,8 @@ _COMMANDS = {
     "verify": "keystead.cli.sign:verify",
     "plan": "keystead.cli.plan:plan",
     "db": "keystead.cli.db:db",
+    "stack": "keystead.cli.stack:stack",
+    "hsm": "keystead.cli.hsm:hsm",
 }
 
 
