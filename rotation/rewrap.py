@@ -338,8 +338,11 @@ def _check(engine: Engine, key: ManagedKey, rot: Rotation, sid: str, env: Envelo
     the payload is not: nothing a rewrap can fix)."""
     try:
         dek = unwrap_slot(env, key)
-    except (DecryptError, ProviderError):
+    except DecryptError:
         dek = None
+    # A ProviderError here (not DecryptError: AccessDenied on Decrypt, a key that cannot be used) says
+    # nothing about the slot: it is raised, the rotation stops with it and resumes once fixed; judging
+    # the slot "bad" would restore every rewrapped slot from backup and never finish.
     if dek is not None:
         try:
             open_with_dek(env, dek)

@@ -219,3 +219,24 @@ def test_lanes_open_their_vault_through_the_same_key_wrapper(tmp_path) -> None:
     # lane process may take both lanes before the other has started: which of them worked is timing.
     assert pids and os.getpid() not in pids
     assert env.check_all_open() == {"2": env.n}
+
+
+class _DecryptDenied(CorruptingKey):
+    """A real key whose Decrypt is refused, as AWS refuses a worker whose policy lacks kms:Decrypt."""
+
+    def unwrap(self, wrapped, context):
+        raise ProviderError("aws key main: unwrap: AccessDeniedException: add kms:Decrypt",
+                            op="unwrap", key=self.ref, code="AccessDeniedException")
+
+
+def test_a_verification_refused_by_the_provider_stops_the_rotation_and_judges_no_slot(env: Env) -> None:
+    # Seen with the generated rotator policy: Decrypt denied made every rewrapped slot "bad" and
+    # restored it from backup, pass after pass.
+    r = run_with(env, _DecryptDenied)
+    assert r.failed and "AccessDeniedException" in r.message
+    state = env.state()
+    assert state.unreadable_slots(latest(env).id) == []
+    state.close()
+    assert env.check_all_open() == {"2": env.n}  # every slot stays rewrapped: none was restored
+    r = sweep(env).keys[0]  # permission granted: the next sweep verifies and finishes
+    assert r.outcome == "done", r.message
