@@ -64,10 +64,15 @@ def _admin(key: Key, aws: Aws) -> list[Group]:
     return _split_special(plain, key, aws) + groups
 
 
+#: The rotation verifies what it rewrapped by opening it (Decrypt of the new slot), only for
+#: keystead's envelopes: their encryption context always carries ``keystead:vault``.
+_VERIFY = Group("Verify", ("kms:Decrypt",), "key", (("Null", "kms:EncryptionContext:keystead:vault", "false"),))
+
+
 def _rotator(key: Key, aws: Aws) -> list[Group]:
     if key.rotates_in_place:
         return _split_special(list(A.ROTATOR_IN_PLACE), key, aws) + [
-            Group("Rewrap", A.REWRAP, "key", (("Bool", "kms:ReEncryptOnSameKey", "true"),))]
+            Group("Rewrap", A.REWRAP, "key", (("Bool", "kms:ReEncryptOnSameKey", "true"),)), _VERIFY]
     # Successor rotation: create a key like this one, move the alias, rewrap,
     # schedule the old key's deletion. Every generation carries the same tag.
     usage = {"symmetric": "ENCRYPT_DECRYPT", "sign": "SIGN_VERIFY",
@@ -75,7 +80,7 @@ def _rotator(key: Key, aws: Aws) -> list[Group]:
     tagged = [Group("Successor", ("kms:DescribeKey", "kms:UpdateAlias"), "tagged"),
               *_split_special(["kms:ScheduleKeyDeletion"], key, aws, scope="tagged")]
     if key.type == "symmetric":
-        tagged.append(Group("Rewrap", A.REWRAP, "tagged"))
+        tagged += [Group("Rewrap", A.REWRAP, "tagged"), Group("Verify", _VERIFY.actions, "tagged", _VERIFY.conditions)]
     request_tag = ("StringEquals", f"aws:RequestTag/{TAG_KEY}", key.name)
     return tagged + [
         Group("Alias", ("kms:UpdateAlias",), "alias"),

@@ -64,7 +64,9 @@ EXPECTED = {
                  "ecc-sign": {"kms:Verify", "kms:GetPublicKey", "kms:DescribeKey"},
                  "hmac": {"kms:VerifyMac", "kms:DescribeKey"},
                  "gcp": REJECT, "gcp-sign": "roles/cloudkms.publicKeyViewer"},
-    "rotator": {"symmetric": IN_PLACE, "multi-region": IN_PLACE, "hsm": SUCCESSOR | REWRAP,
+    # The rotator opens what it rewrapped to verify it: kms:Decrypt on keystead's envelopes (symmetric keys).
+    "rotator": {"symmetric": IN_PLACE | {"kms:Decrypt"}, "multi-region": IN_PLACE | {"kms:Decrypt"},
+                "hsm": SUCCESSOR | REWRAP | {"kms:Decrypt"},
                 "ecc-sign": SUCCESSOR, "hmac": SUCCESSOR, "gcp": ROTATOR_GCP,
                 "gcp-sign": ROTATOR_GCP},
     "replicator": {"symmetric": REJECT, "multi-region": REPLICATOR, "hsm": REJECT,

@@ -89,10 +89,10 @@ def test_preflight_names_each_missing_permission_and_the_statement_that_grants_i
     grant = denied["grant"][0]
     assert grant["Sid"] == "RotatorApp" and "kms:ListKeyRotations" in grant["Action"]
     assert grant["Effect"] == "Allow"
-    # verification decrypts every rewrapped slot, and the generated rotator policy grants no kms:Decrypt:
-    # preflight says so rather than naming a statement that does not grant it
+    # verification decrypts every rewrapped slot: the generated rotator policy grants kms:Decrypt on
+    # keystead's envelopes (context key keystead:vault), and preflight names that statement
     decrypt = next(c for c in row["checks"] if c["actions"] == ["kms:Decrypt"])
-    assert decrypt["status"] == DENIED and decrypt["grant"] == [None]
+    assert decrypt["status"] == DENIED and decrypt["grant"][0]["Sid"] == "RotatorAppVerify"
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("keystead: error: preflight:") and "kms:ListKeyRotations on app" in last
 
