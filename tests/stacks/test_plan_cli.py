@@ -108,3 +108,30 @@ def test_without_the_pulumi_sdks_plan_says_what_to_install():
     assert done.returncode == 1
     assert done.stderr.strip() == ("keystead: error: keystead plan needs the Pulumi SDKs (pulumi_gcp is not "
                                    "installed): pip install 'keystead[stacks]'")
+
+
+def test_plan_outputs_feed_stack_config_which_writes_what_the_worker_rotates(tmp_path):
+    # The whole path from stack to worker, offline: the outputs `plan --json` shows (the shape
+    # `pulumi stack output --json` prints) go through `stack config --from-outputs` into keystead.toml.
+    from keystead.config import load_config
+
+    plan = CliRunner().invoke(cli, ["plan", "--stack", "dev", "--dir", str(ROOT), "--json"])
+    assert plan.exit_code == 0, plan.output
+    outputs = json.loads(plan.stdout)["outputs"]
+    (tmp_path / "out.json").write_text(json.dumps(outputs))
+    config = tmp_path / "keystead.toml"
+    done = subprocess.run([sys.executable, "-m", "keystead.cli", "init"], cwd=tmp_path, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-m", "keystead.cli", "stack", "config", "--from-outputs", "out.json"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    keys = load_config(config).keys
+    assert set(outputs["keys"]) <= set(keys)
+    for name, out in outputs["keys"].items():
+        if out["provider"] == "aws":
+            region, account = out["region"], out["arn"].split(":")[4]
+            assert keys[name].ref == f"arn:aws:kms:{region}:{account}:{out['alias']}"
+            assert keys[name].options.get("replica_regions", []) == out["replica_regions"]
+        else:
+            assert keys[name].ref == out["id"]
+        assert keys[name].rotation_period_days == out["rotation_period_days"]
