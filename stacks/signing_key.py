@@ -38,6 +38,8 @@ class SigningKey(pulumi.ComponentResource):
     arn: pulumi.Output[str]
     key_id: pulumi.Output[str]
     replica_arns: dict[str, pulumi.Output[str]]
+    replicas: dict[str, aws.kms.ReplicaKey]
+    aliases: list[aws.kms.Alias]
 
     def __init__(self, name: str, args: SigningKeyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE, name, None, opts)
@@ -49,13 +51,7 @@ class SigningKey(pulumi.ComponentResource):
             customer_master_key_spec=args.key_spec, multi_region=args.multi_region or bool(args.replica_regions),
             deletion_window_in_days=args.deletion_window_days, policy=args.policy,
             tags=kms.key_tags(args.key_name), opts=pulumi.ResourceOptions(parent=self))
-        self.replicas = kms.replicas(self, name, self.key, args.replica_regions, args.policy,
-                                     args.deletion_window_days, description)
-        self.aliases = [kms.alias(self, f"{name}-alias", alias_name, self.key.key_id, args.region)] + [
-            kms.alias(self, f"{name}-alias-{region}", alias_name, replica.key_id, region)
-            for region, replica in self.replicas.items()]
-        self.arn = self.key.arn
-        self.key_id = self.key.key_id
-        self.replica_arns = {region: replica.arn for region, replica in self.replicas.items()}
-        self.register_outputs({"arn": self.arn, "keyId": self.key_id, "alias": alias_name,
-                               "replicaArns": self.replica_arns})
+        kms.replicate(self, name, self.key, key_name=args.key_name, region=args.region,
+                      replica_regions=args.replica_regions, policy=args.policy,
+                      deletion_window_days=args.deletion_window_days, description=description,
+                      alias_name=alias_name)

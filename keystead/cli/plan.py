@@ -63,12 +63,10 @@ def plan(stack_name: str, directory: str, as_json: bool) -> None:
         raise PolicyError(f"{len(violations)} policy violation(s) in stack {stack_name}")
 
 
-def _violations(records: Sequence[Record]) -> list[dict[str, str]] | None:
-    """The CrossGuard pack's checks on the declared graph, or None when the pack is not installed."""
-    try:
-        from keystead.policies.pack import checks  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
+def _violations(records: Sequence[Record]) -> list[dict[str, str]]:
+    """The CrossGuard pack's checks (policies/pack/checks.py, pure Python) on the declared graph."""
+    from keystead.policies.pack import checks
+
     resources = [checks.Resource(type=r.type, name=r.name, props=r.props, protect=r.protect)
                  for r in records if r.custom]
     found = checks.check_stack(resources, checks.Settings())
@@ -131,9 +129,7 @@ def _print_tree(project: str, stack: str, records: Sequence[Record], violations:
                   f"{sum(not r.custom for r in records) - len(roots)} components")
     for note in notes:
         console.print(escape(note))
-    if violations is None:
-        console.print("policy checks: not available (keystead.policies.pack is not installed)")
-    elif not violations:
+    if not violations:
         console.print("policy checks: no violations")
     else:
         console.print(f"[red]policy checks: {len(violations)} violation(s)[/]")

@@ -80,10 +80,7 @@ def test_a_spec_error_is_exit_10_and_a_missing_stack_exit_3(tmp_path):
 
 
 def test_plan_runs_the_policy_checks_and_exits_10_on_a_violation(tmp_path):
-    """Needs the CrossGuard pack's checks (policies/pack/, CONTRACTS §2): skipped where they are absent."""
-    import pytest
-
-    pytest.importorskip("keystead.policies.pack.checks", reason="the CrossGuard pack (policies/pack) is not here")
+    """The same checks as the CrossGuard pack (policies/pack/checks.py)."""
     clean = CliRunner().invoke(cli, ["plan", "--dir", str(ROOT), "--json"])
     assert clean.exit_code == 0 and json.loads(clean.stdout)["violations"] == []
     spec = tmp_path / "slow-iam.toml"
@@ -120,8 +117,8 @@ def test_plan_outputs_feed_stack_config_which_writes_what_the_worker_rotates(tmp
     outputs = json.loads(plan.stdout)["outputs"]
     (tmp_path / "out.json").write_text(json.dumps(outputs))
     config = tmp_path / "keystead.toml"
-    done = subprocess.run([sys.executable, "-m", "keystead.cli", "init"], cwd=tmp_path, capture_output=True)
-    assert done.returncode == 0, done.stderr
+    init = subprocess.run([sys.executable, "-m", "keystead.cli", "init"], cwd=tmp_path, capture_output=True)
+    assert init.returncode == 0, init.stderr
     done = subprocess.run([sys.executable, "-m", "keystead.cli", "stack", "config", "--from-outputs", "out.json"],
                           cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
