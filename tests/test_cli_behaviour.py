@@ -62,8 +62,9 @@ def test_a_closed_pipe_ends_every_command_quietly(sqlite_ws: Workspace, tmp_path
     src = tmp_path / "many.json"
     src.write_text(json.dumps({f"S{i:05d}": "v" for i in range(3000)}))
     sqlite_ws.cli("secrets", "import", str(src))
+    root = Path(__file__).resolve().parents[1]  # the repository: its Pulumi.yaml and Pulumi.dev.yaml
     for args in (("secrets", "list"), ("audit", "show", "--last", "3000"), ("secrets", "export"),
-                 ("keys", "list"), ("secrets", "list", "--json")):
+                 ("keys", "list"), ("secrets", "list", "--json"), ("plan", "--dir", str(root))):
         result = piped_to_head(sqlite_ws, *args)
         assert result.returncode == 0, (args, result.stderr)
         assert result.stderr == b"", (args, result.stderr)

@@ -97,11 +97,12 @@ def _summary(props: Mapping[str, Any]) -> str:
 
 def _print_tree(project: str, stack: str, records: Sequence[Record], violations: list[dict[str, str]] | None,
                 notes: Sequence[str] = ()) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.tree import Tree
 
-    console = Console()
+    from keystead.cli.app import console as make_console
+
+    console = make_console()  # ends quietly when the reader closes the pipe (`| head`), as every command does
     children: dict[str | None, list[Record]] = {}
     for record in records:
         children.setdefault(record.parent_urn, []).append(record)
