@@ -41,11 +41,11 @@ Stores are named by URL: ``dir:PATH``, ``sqlite:///PATH`` and
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import NamedTuple, Protocol, Self, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 
 from keystead.envelope import Envelope
-from keystead.errors import KeysteadError
+from keystead.errors import FormatError, KeysteadError
 
 DAMAGED = "?"
 """The version reported for an envelope that cannot be decoded. Never a real
@@ -53,6 +53,22 @@ version label (labels are non-empty ``[A-Za-z0-9_.:/-]``)."""
 
 OnDamaged = Callable[[str, KeysteadError], None]
 """``on_damaged(name, error)``: told about each damaged envelope that ``iter_envelopes`` skips."""
+
+
+def envelopes_of(rows: Iterable[Sequence[Any]], slots: Mapping[str, Sequence[Any]],
+                 build: Callable[[str, Sequence[Any], Sequence[Any]], Envelope],
+                 on_damaged: OnDamaged | None) -> Iterator[Envelope]:
+    """One page of a row store's ``iter_envelopes``: each ``(name, *columns)`` row built with its
+    slot rows; a damaged one (FormatError) goes to ``on_damaged`` and is skipped, or raises without it."""
+    for name, *row in rows:
+        try:
+            env = build(name, row, slots.get(name, ()))
+        except FormatError as exc:
+            if on_damaged is None:
+                raise
+            on_damaged(name, exc)
+            continue
+        yield env
 
 
 def redact_url(url: str) -> str:

@@ -39,7 +39,7 @@ from sqlalchemy.exc import ArgumentError
 from keystead.envelope import Envelope, Slot, check_name
 from keystead.errors import ConfigError, FormatError, NotFoundError, StoreError, StoreUnavailable
 from keystead.stores import pgschema
-from keystead.stores.base import DAMAGED, OnDamaged, SlotRow, SlotUpdate, redact_url
+from keystead.stores.base import DAMAGED, OnDamaged, SlotRow, SlotUpdate, envelopes_of, redact_url
 
 CHUNK = 1000
 """Envelopes per statement round inside one put_many transaction."""
@@ -208,15 +208,7 @@ class PostgresStore:
 
         while True:
             rows, found = self._read(page)
-            for name, *row in rows:
-                try:
-                    env = self._envelope(name, row, found.get(name, ()))
-                except FormatError as exc:
-                    if on_damaged is None:
-                        raise
-                    on_damaged(name, exc)
-                    continue
-                yield env
+            yield from envelopes_of(rows, found, self._envelope, on_damaged)
             if len(rows) < batch:
                 return
             cursor = rows[-1][0]

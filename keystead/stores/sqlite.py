@@ -35,7 +35,7 @@ from typing import Any
 
 from keystead.envelope import Envelope, Slot, check_name
 from keystead.errors import FormatError, NotFoundError, StoreError
-from keystead.stores.base import DAMAGED, OnDamaged, SlotRow, SlotUpdate, redact_url
+from keystead.stores.base import DAMAGED, OnDamaged, SlotRow, SlotUpdate, envelopes_of, redact_url
 
 SCHEMA_VERSION = 1
 CHUNK = 1000
@@ -172,15 +172,7 @@ class SqliteStore:
                     (cursor, rows[-1][0]),
                 ):
                     slots[secret].append(slot)
-            for name, *row in rows:
-                try:
-                    env = self._envelope(name, row, slots.get(name, ()))
-                except FormatError as exc:
-                    if on_damaged is None:
-                        raise
-                    on_damaged(name, exc)
-                    continue
-                yield env
+            yield from envelopes_of(rows, slots, self._envelope, on_damaged)
             if len(rows) < batch:
                 return
             cursor = rows[-1][0]
